@@ -1,0 +1,35 @@
+# Two entry points for a fresh machine: `make quickstart` (train) and `make test` (checks).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: install data quickstart test lint benchmark
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# Fashion-MNIST from the Debian/Ubuntu package when we can install it; otherwise train.py
+# downloads the official files (MD5-verified) into data/fashion-mnist on first use.
+data:
+	@if [ -f $(FMNIST) ]; then echo "Fashion-MNIST: $(dir $(FMNIST))"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	else echo "Fashion-MNIST will be downloaded to data/fashion-mnist on first use"; fi
+
+quickstart: install data
+	$(BIN)/python train.py
+
+lint: install
+	$(BIN)/ruff check .
+
+test: install data lint
+	$(BIN)/python -m pytest
+
+benchmark: install data
+	$(BIN)/python benchmarks/train_overhead.py

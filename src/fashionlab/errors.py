@@ -1,0 +1,28 @@
+"""Errors raised for bad user input: each message names the file, key or value at fault."""
+
+
+class FashionlabError(Exception):
+    """Base class for errors caused by configuration or input data."""
+
+
+class ConfigError(FashionlabError, ValueError):
+    """A configuration key holds a value that cannot be used."""
+
+
+class DataNotFoundError(FashionlabError, FileNotFoundError):
+    """A dataset's files are missing and could not be obtained."""
+
+
+class DataFormatError(FashionlabError, ValueError):
+    """A data file exists but does not follow its format."""
+
+
+class UnknownBackboneError(FashionlabError, KeyError):
+    """The requested backbone is not a timm model."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class PretrainedWeightsNotFoundError(FashionlabError, FileNotFoundError):
+    """Pretrained weights were requested but none could be found locally."""

@@ -1,0 +1,95 @@
+"""Per-task torchmetrics: accuracy, macro- and weighted-F1, per-class F1 and confusion matrix.
+
+Logged names follow `{stage}/{task}/{metric}`, e.g. `val/article/acc`, `test/category/f1_macro`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MultilabelAccuracy,
+    MultilabelConfusionMatrix,
+    MultilabelF1Score,
+)
+
+from fashionlab.data.tasks import IGNORE_INDEX, TaskSpec
+
+SCALAR_METRICS = ("acc", "f1_macro", "f1_weighted")
+
+
+class TaskMetrics(nn.Module):
+    """Metrics of one task at one stage; `compute()` returns scalars, `details()` the tables."""
+
+    def __init__(self, task: TaskSpec) -> None:
+        super().__init__()
+        self.task = task
+        n = task.num_classes
+        if task.kind == "multiclass":
+            kw = {"num_classes": n, "ignore_index": IGNORE_INDEX}
+            self.scalars = MetricCollection({
+                "acc": MulticlassAccuracy(average="micro", **kw),
+                "f1_macro": MulticlassF1Score(average="macro", **kw),
+                "f1_weighted": MulticlassF1Score(average="weighted", **kw),
+            })
+            self.per_class_f1 = MulticlassF1Score(average="none", **kw)
+            self.confusion = MulticlassConfusionMatrix(**kw)
+        else:
+            kw = {"num_labels": n}
+            self.scalars = MetricCollection({
+                "acc": MultilabelAccuracy(average="micro", **kw),
+                "f1_macro": MultilabelF1Score(average="macro", **kw),
+                "f1_weighted": MultilabelF1Score(average="weighted", **kw),
+            })
+            self.per_class_f1 = MultilabelF1Score(average="none", **kw)
+            self.confusion = MultilabelConfusionMatrix(**kw)
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        logits = logits.detach()
+        target = target.long() if self.task.kind == "multiclass" else target.int()
+        self.scalars.update(logits, target)
+        self.per_class_f1.update(logits, target)
+        self.confusion.update(logits, target)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        return dict(self.scalars.compute())
+
+    def details(self) -> dict[str, torch.Tensor]:
+        """Per-class F1 (num_classes,) and the confusion matrix (multilabel: (L, 2, 2))."""
+        return {"per_class_f1": self.per_class_f1.compute(), "confusion": self.confusion.compute()}
+
+    def reset(self) -> None:
+        self.scalars.reset()
+        self.per_class_f1.reset()
+        self.confusion.reset()
+
+
+class StageMetrics(nn.Module):
+    """TaskMetrics for every task of one stage (train, val or test)."""
+
+    def __init__(self, tasks: list[TaskSpec]) -> None:
+        super().__init__()
+        self.by_task = nn.ModuleDict({t.name: TaskMetrics(t) for t in tasks})
+
+    def update(self, logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> None:
+        for name, metrics in self.by_task.items():
+            metrics.update(logits[name], targets[name])
+
+    def compute(self, stage: str) -> dict[str, torch.Tensor]:
+        """Scalars named `{stage}/{task}/{metric}`."""
+        return {
+            f"{stage}/{name}/{key}": value
+            for name, metrics in self.by_task.items()
+            for key, value in metrics.compute().items()
+        }
+
+    def details(self) -> dict[str, dict[str, torch.Tensor]]:
+        return {name: metrics.details() for name, metrics in self.by_task.items()}
+
+    def reset(self) -> None:
+        for metrics in self.by_task.values():
+            metrics.reset()

@@ -1,0 +1,120 @@
+"""LightningModule for multi-task image classification with a pretrained backbone."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from torch.optim import Optimizer
+
+from fashionlab.data.tasks import TaskSpec
+from fashionlab.models.multitask import MultiTaskNet
+from fashionlab.training.losses import MultiTaskLoss
+from fashionlab.training.metrics import StageMetrics
+
+STAGES = ("train", "val", "test")
+
+
+class MultiTaskClassifier(L.LightningModule):
+    """Shared backbone, one head per task, summed task losses and per-task metrics.
+
+    Optimizer parameter groups: `heads` at the optimizer's lr, `backbone` at
+    lr * backbone_lr_scale. `results[stage]` keeps the last per-class F1 and confusion
+    matrices of each task for reporting.
+    """
+
+    def __init__(
+        self,
+        net: MultiTaskNet,
+        tasks: list[TaskSpec],
+        criterion: MultiTaskLoss,
+        optimizer: Callable[..., Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        backbone_lr_scale: float = 1.0,
+        channels_last: bool = False,
+        config: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters({"config": config or {}})
+        self.net = net
+        self.tasks = tasks
+        self.criterion = criterion
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.backbone_lr_scale = float(backbone_lr_scale)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        self.stage_metrics = torch.nn.ModuleDict({f"{s}_metrics": StageMetrics(tasks)
+                                                  for s in STAGES})
+        self.results: dict[str, dict[str, dict[str, torch.Tensor]]] = {}
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.net(images.contiguous(memory_format=self.memory_format))
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "class_counts"):
+            datamodule.setup(stage)
+            counts = datamodule.class_counts("train")
+            self.criterion.set_class_counts(counts, len(datamodule.splits["train"]))
+
+    def _step(self, batch: dict, stage: str) -> torch.Tensor:
+        logits = self(batch["image"])
+        loss, parts = self.criterion(logits, batch["targets"])
+        batch_size = batch["image"].shape[0]
+        self.stage_metrics[f"{stage}_metrics"].update(logits, batch["targets"])
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True,
+                 sync_dist=not on_step, batch_size=batch_size)
+        for name, value in parts.items():
+            self.log(f"{stage}/{name}/loss", value, on_step=False, on_epoch=True,
+                     sync_dist=True, batch_size=batch_size)
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def _end_epoch(self, stage: str) -> None:
+        metrics = self.stage_metrics[f"{stage}_metrics"]
+        scalars = metrics.compute(stage)
+        primary = f"{stage}/{self.tasks[0].name}/acc"
+        self.log(primary, scalars.pop(primary), prog_bar=True)
+        self.log_dict(scalars)
+        if stage != "train" and not self.trainer.sanity_checking:
+            self.results[stage] = metrics.details()
+        metrics.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._end_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._end_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._end_epoch("test")
+
+    def configure_optimizers(self) -> Any:
+        backbone = list(self.net.backbone.parameters())
+        backbone_ids = {id(p) for p in backbone}
+        heads = [p for p in self.net.parameters() if id(p) not in backbone_ids]
+        lr = float(self.optimizer_factory.keywords["lr"])
+        optimizer = self.optimizer_factory([
+            {"params": heads, "name": "heads"},
+            {"params": backbone, "lr": lr * self.backbone_lr_scale, "name": "backbone"},
+        ])
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(
+            optimizer, total_steps=self.trainer.estimated_stepping_batches
+        )
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

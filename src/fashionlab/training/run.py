@@ -1,0 +1,148 @@
+"""One training run from a composed config: fit, test the best checkpoint, write the run folder."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ProgressBar
+from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+from fashionlab.data.datamodule import MultiTaskDataModule
+from fashionlab.errors import ConfigError
+from fashionlab.models.backbones import check_image_size, create_backbone, resolve_backbone_config
+from fashionlab.models.multitask import MultiTaskNet
+from fashionlab.training.callbacks import FreezeThenUnfreeze
+from fashionlab.training.losses import MultiTaskLoss
+from fashionlab.training.module import MultiTaskClassifier
+from fashionlab.training.reporting import (
+    flat_metrics,
+    git_info,
+    log_wandb_tables,
+    summarise,
+    write_metrics_json,
+    write_task_tables,
+)
+
+log = logging.getLogger(__name__)
+
+
+def build_datamodule(cfg: DictConfig) -> MultiTaskDataModule:
+    return instantiate(cfg.data, _recursive_=False)
+
+
+def build_model(cfg: DictConfig, datamodule: MultiTaskDataModule) -> MultiTaskClassifier:
+    """Backbone + heads + loss + optimizer factories, as a LightningModule."""
+    tasks = datamodule.tasks
+    backbone = create_backbone(**cfg.backbone)
+    net = MultiTaskNet(backbone, tasks, head=cfg.model.head)
+    criterion = MultiTaskLoss(tasks, **cfg.model.loss)
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    return MultiTaskClassifier(
+        net=net,
+        tasks=tasks,
+        criterion=criterion,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=scheduler,
+        backbone_lr_scale=cfg.training.backbone_lr_scale,
+        channels_last=cfg.model.get("channels_last", False),
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+
+
+def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[Callback]:
+    """Configured callbacks, minus those the trainer settings rule out, plus the freeze schedule."""
+    callbacks: list[Callback] = [
+        instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None
+    ]
+    if not cfg.trainer.get("enable_progress_bar", True):
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if not has_logger:
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    callbacks.append(FreezeThenUnfreeze(cfg.training.freeze_epochs,
+                                        cfg.training.train_bn_when_frozen))
+    return callbacks
+
+
+def build_logger(cfg: DictConfig) -> Any:
+    if not cfg.get("logger"):
+        return False
+    return instantiate(cfg.logger)
+
+
+def prepare_config(cfg: DictConfig) -> DictConfig:
+    """Fill derived backbone settings and check cross-group constraints before building."""
+    resolve_backbone_config(cfg.backbone)
+    check_image_size(int(cfg.data.image_size), cfg.backbone)
+    monitor_task = str(cfg.training.monitor).split("/")
+    if len(monitor_task) == 3 and monitor_task[1] not in cfg.data.tasks:
+        raise ConfigError(
+            f"training.monitor={cfg.training.monitor!r} names task {monitor_task[1]!r}, "
+            f"which data={cfg.data._target_.rsplit('.', 1)[-1]} does not declare "
+            f"(tasks: {', '.join(cfg.data.tasks)})"
+        )
+    return cfg
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, then validate and test the best checkpoint; write metrics.json into the run folder."""
+    started = time.time()
+    prepare_config(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    datamodule = build_datamodule(cfg)
+    model = build_model(cfg, datamodule)
+    logger = build_logger(cfg)
+    callbacks = build_callbacks(cfg, has_logger=bool(logger))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger,
+                                     default_root_dir=str(run_dir))
+    if isinstance(logger, WandbLogger) and trainer.is_global_zero:
+        logger.experiment.config.update(model.hparams["config"], allow_val_change=True)
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
+    results = trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+    stages = ["val"]
+    if cfg.get("test", True):
+        results += trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+        stages.append("test")
+
+    metrics: dict[str, Any] = flat_metrics(results)
+    if trainer.is_global_zero:
+        for stage in stages:
+            if stage in model.results:
+                write_task_tables(run_dir, stage, datamodule.tasks, model.results[stage])
+                if isinstance(logger, WandbLogger):
+                    log_wandb_tables(logger.experiment, stage, datamodule.tasks,
+                                     model.results[stage])
+        metrics.update(
+            seed=int(cfg.seed),
+            data_fingerprint=datamodule.fingerprint(),
+            backbone=str(cfg.backbone.name),
+            best_checkpoint=best,
+            epochs_completed=int(trainer.current_epoch),
+            global_step=int(trainer.global_step),
+            resumed_from=cfg.get("ckpt_path"),
+            duration_s=round(time.time() - started, 1),
+            **git_info(cfg.paths.root_dir),
+        )
+        write_metrics_json(run_dir / "metrics.json", metrics)
+        if isinstance(logger, WandbLogger):
+            logger.experiment.summary.update(
+                {k: v for k, v in metrics.items() if isinstance(v, int | float)})
+        log.info("run folder: %s", run_dir)
+        log.info("%s", summarise(metrics, [k for k in metrics if k.endswith("/acc")]))
+    if isinstance(logger, WandbLogger):
+        import wandb
+
+        wandb.finish()
+    return metrics

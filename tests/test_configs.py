@@ -1,0 +1,92 @@
+"""Every option of every config group composes, and the objects it describes instantiate."""
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from conftest import CONF, tiny_overrides
+from fashionlab.models.backbones import resolve_backbone_config
+from fashionlab.training.run import build_callbacks, build_logger, prepare_config
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.fixture
+def base(fmnist_dir, tmp_path):
+    return tiny_overrides(fmnist_dir, tmp_path)
+
+
+@pytest.mark.parametrize("option", options("backbone"))
+def test_backbone_configs(option, compose_cfg, base):
+    extra = ["backbone.name=convnext_atto"] if option == "timm" else []
+    cfg = compose_cfg([*base, f"backbone={option}", *extra])
+    resolve_backbone_config(cfg.backbone)
+    for key in ("name", "input_size", "mean", "std", "interpolation", "pretrained"):
+        assert cfg.backbone[key] is not None, key
+    assert len(cfg.backbone.mean) == len(cfg.backbone.std) == 3
+    expected_size = 299 if option in ("inception_v3", "xception") else 224
+    assert cfg.backbone.input_size == expected_size
+
+
+@pytest.mark.parametrize("option", options("data"))
+def test_data_configs(option, compose_cfg, base):
+    cfg = compose_cfg([*base, f"data={option}"])
+    datamodule = instantiate(cfg.data, _recursive_=False)
+    assert datamodule.tasks
+    for split in ("train", "eval"):
+        assert callable(instantiate(cfg.data.transforms[split]))
+
+
+@pytest.mark.parametrize("option", options("trainer"))
+def test_trainer_configs(option, compose_cfg, base):
+    cfg = compose_cfg([*base, f"trainer={option}", "trainer.accelerator=cpu",
+                       "trainer.precision=32-true"])
+    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    assert trainer.max_epochs == cfg.trainer.max_epochs
+
+
+@pytest.mark.parametrize("option", options("logger"))
+def test_logger_configs(option, compose_cfg, base):
+    cfg = compose_cfg([o for o in base if not o.startswith("logger=")] + [f"logger={option}"])
+    logger = build_logger(cfg)
+    assert (logger is False) == (option == "none")
+
+
+@pytest.mark.parametrize("option", options("optimizer"))
+def test_optimizer_configs(option, compose_cfg, base):
+    cfg = compose_cfg([*base, f"optimizer={option}"])
+    optimizer = instantiate(cfg.optimizer)([torch.nn.Parameter(torch.zeros(2))])
+    assert optimizer.param_groups[0]["lr"] == cfg.optimizer.lr
+
+
+@pytest.mark.parametrize("option", options("scheduler"))
+def test_scheduler_configs(option, compose_cfg, base):
+    cfg = compose_cfg([*base, f"scheduler={option}"])
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=1.0)
+    scheduler = instantiate(cfg.scheduler)(optimizer, total_steps=100)
+    lrs = []
+    for _ in range(100):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert all(0 < lr <= 1.0 for lr in lrs)
+    if option == "cosine_warmup":
+        assert lrs[0] < lrs[5] and max(lrs) == pytest.approx(1.0, rel=0.05) and lrs[-1] < 0.05
+
+
+@pytest.mark.parametrize("option", options("callbacks"))
+def test_callback_configs(option, compose_cfg, base):
+    cfg = compose_cfg([*base, f"callbacks={option}"])
+    callbacks = build_callbacks(cfg, has_logger=True)
+    names = {type(c).__name__ for c in callbacks}
+    assert {"ModelCheckpoint", "FreezeThenUnfreeze"} <= names
+    assert ("EarlyStopping" in names) == (option == "early_stopping")
+
+
+@pytest.mark.parametrize("option", options("experiment"))
+def test_experiment_configs(option, compose_cfg, base):
+    cfg = compose_cfg([*base, f"experiment={option}"])
+    prepare_config(cfg)
+    assert cfg.data.tasks and cfg.backbone.name

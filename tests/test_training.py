@@ -1,0 +1,217 @@
+"""Training end to end on the tiny IDX fixture: metrics, run folder, freeze schedule, resume,
+reproducibility, DDP, loggers and multirun."""
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from conftest import ROOT, run_script, tiny_overrides
+from fashionlab.errors import ConfigError, DataNotFoundError, UnknownBackboneError
+from fashionlab.training.run import (
+    build_callbacks,
+    build_datamodule,
+    build_model,
+    prepare_config,
+    train,
+)
+
+METRIC_NAMES = [f"{stage}/{task}/{metric}" for stage in ("val", "test")
+                for task in ("article", "category") for metric in ("acc", "f1_macro", "f1_weighted")]
+
+
+def test_metric_names_and_run_folder(compose_cfg, fmnist_dir, tmp_path):
+    cfg = compose_cfg(tiny_overrides(fmnist_dir, tmp_path))
+    metrics = train(cfg)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(METRIC_NAMES) <= set(saved)
+    assert saved == pytest.approx(metrics)
+    for key in ("git_commit", "seed", "data_fingerprint", "best_checkpoint", "epochs_completed"):
+        assert key in saved
+    assert saved["seed"] == 42 and len(saved["data_fingerprint"]) == 64
+    assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    confusion = pd.read_csv(tmp_path / "tables" / "test_article_confusion.csv", index_col=0)
+    assert confusion.to_numpy().sum() == 80
+    f1 = pd.read_csv(tmp_path / "tables" / "test_category_per_class_f1.csv")
+    assert f1["class"].tolist() == ["tops", "bottoms", "dresses", "outerwear", "footwear", "bags"]
+    # checkpoints load with weights_only=True and carry the run's config
+    ckpt = torch.load(tmp_path / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["hyper_parameters"]["config"]["backbone"]["name"] == "tf_efficientnet_lite0"
+
+
+def test_training_learns_the_fixture(compose_cfg, fmnist_dir, tmp_path):
+    cfg = compose_cfg([*tiny_overrides(fmnist_dir, tmp_path), "trainer.max_epochs=4",
+                       "training.freeze_epochs=1", "optimizer.lr=5e-3"])
+    metrics = train(cfg)
+    # chance is 0.1; the fixture's class is a bright bar at a class-specific row
+    assert metrics["test/article/acc"] > 0.5
+
+
+def test_same_seed_same_metrics(compose_cfg, fmnist_dir, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        cfg = compose_cfg([*tiny_overrides(fmnist_dir, tmp_path / name), "trainer.max_epochs=2"])
+        runs.append({k: v for k, v in train(cfg).items() if "/" in k})
+    assert runs[0] == runs[1]
+    cfg = compose_cfg([*tiny_overrides(fmnist_dir, tmp_path / "c"), "trainer.max_epochs=2",
+                       "seed=7"])
+    assert {k: v for k, v in train(cfg).items() if "/" in k} != runs[0]
+
+
+class BackboneSnapshots(Callback):
+    """Copies of the backbone and head weights at the end of each training epoch."""
+
+    def __init__(self):
+        self.backbone, self.heads, self.bn_means = [], [], []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        net = pl_module.net
+        self.backbone.append(net.backbone.conv_stem.weight.detach().clone())
+        self.bn_means.append(net.backbone.bn1.running_mean.detach().clone())
+        self.heads.append(net.heads["article"][-1].weight.detach().clone())
+
+
+def test_freeze_then_unfreeze(compose_cfg, fmnist_dir, tmp_path):
+    cfg = compose_cfg([*tiny_overrides(fmnist_dir, tmp_path), "trainer.max_epochs=2",
+                       "training.freeze_epochs=1"])
+    prepare_config(cfg)
+    datamodule = build_datamodule(cfg)
+    model = build_model(cfg, datamodule)
+    initial = model.net.backbone.conv_stem.weight.detach().clone()
+    initial_bn = model.net.backbone.bn1.running_mean.detach().clone()
+    initial_head = model.net.heads["article"][-1].weight.detach().clone()
+    snapshots = BackboneSnapshots()
+    trainer = L.Trainer(**{k: v for k, v in cfg.trainer.items() if k != "_target_"},
+                        callbacks=[*build_callbacks(cfg, has_logger=False), snapshots],
+                        logger=False, enable_checkpointing=False)
+    trainer.fit(model, datamodule=datamodule)
+    assert torch.equal(snapshots.backbone[0], initial), "backbone changed while frozen"
+    assert torch.equal(snapshots.bn_means[0], initial_bn), "BN statistics changed while frozen"
+    assert not torch.equal(snapshots.heads[0], initial_head), "heads did not train while frozen"
+    assert not torch.equal(snapshots.backbone[1], initial), "backbone did not train once unfrozen"
+    groups = {g["name"]: g["lr"] for g in trainer.optimizers[0].param_groups}
+    assert set(groups) == {"heads", "backbone"}
+    assert groups["backbone"] == pytest.approx(groups["heads"] * cfg.training.backbone_lr_scale)
+
+
+def test_unknown_backbone_and_missing_data_errors(compose_cfg, fmnist_dir, tmp_path):
+    cfg = compose_cfg([*tiny_overrides(fmnist_dir, tmp_path), "backbone.name=resnet5O"])
+    with pytest.raises(UnknownBackboneError, match="resnet5O"):
+        train(cfg)
+    cfg = compose_cfg([*tiny_overrides(tmp_path / "nothing-here", tmp_path)])
+    with pytest.raises(DataNotFoundError, match="dataset-fashion-mnist"):
+        train(cfg)
+    cfg = compose_cfg([*tiny_overrides(fmnist_dir, tmp_path), "backbone=inception_v3",
+                       "data.image_size=32"])
+    with pytest.raises(ConfigError, match="data.image_size=32 is below .* 75px"):
+        train(cfg)
+    cfg = compose_cfg([*tiny_overrides(fmnist_dir, tmp_path), "training.monitor=val/colour/acc"])
+    with pytest.raises(ConfigError, match="names task 'colour'"):
+        train(cfg)
+
+
+def test_cli_run_folder_with_wandb_offline(fmnist_dir, tmp_path):
+    out = tmp_path / "run"
+    overrides = [o for o in tiny_overrides(fmnist_dir, out) if not o.startswith("logger=")]
+    result = run_script("train.py", *overrides, "logger=wandb")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / ".hydra" / "config.yaml").is_file()
+    assert (out / ".hydra" / "overrides.yaml").is_file()
+    assert {p.name for p in (out / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(METRIC_NAMES) <= set(metrics)
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert list(runs[0].glob("run-*.wandb"))
+    summary = json.loads((runs[0] / "files" / "wandb-summary.json").read_text())
+    assert summary["test/article/acc"] == pytest.approx(metrics["test/article/acc"])
+    assert "test/article/confusion_matrix_table" in summary
+    assert "test/article/per_class_f1" in summary
+
+
+def test_csv_and_tensorboard_loggers(compose_cfg, fmnist_dir, tmp_path):
+    for logger in ("csv", "tensorboard"):
+        out = tmp_path / logger
+        overrides = [o for o in tiny_overrides(fmnist_dir, out) if not o.startswith("logger=")]
+        train(compose_cfg([*overrides, f"logger={logger}"]))
+        if logger == "csv":
+            frame = pd.read_csv(out / "csv" / "metrics.csv")
+            assert "val/article/acc" in frame.columns
+        else:
+            assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_resume_after_kill(fmnist_dir, tmp_path):
+    out = tmp_path / "run"
+    overrides = [*tiny_overrides(fmnist_dir, out), "trainer.max_epochs=12"]
+    last = out / "checkpoints" / "last.ckpt"
+    process = run_script_background("train.py", *overrides)
+    deadline = time.time() + 300
+    while not last.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert process.poll() is None, "training finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (out / "metrics.json").exists()
+    killed_at = torch.load(last, map_location="cpu", weights_only=True)
+    assert 0 <= killed_at["epoch"] < 11
+    result = run_script("train.py", *overrides, f"ckpt_path={last}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Restoring states from the checkpoint path" in result.stdout + result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    steps_per_epoch = 120 // 16
+    assert metrics["global_step"] == 12 * steps_per_epoch
+    assert metrics["resumed_from"] == str(last)
+
+
+def run_script_background(*args):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_ddp_two_processes_on_cpu(fmnist_dir, tmp_path):
+    out = tmp_path / "ddp"
+    result = run_script("train.py", *tiny_overrides(fmnist_dir, out), "trainer=ddp",
+                        "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1",
+                        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+                        "trainer.num_sanity_val_steps=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert "distributed_backend=gloo" in log and "Starting with 2 processes" in log
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(METRIC_NAMES) <= set(metrics)
+    # each rank saw half of the 80 test images; the synchronised confusion matrix covers all
+    confusion = pd.read_csv(out / "tables" / "test_article_confusion.csv", index_col=0)
+    assert confusion.to_numpy().sum() == 80
+
+
+def test_multirun(fmnist_dir, tmp_path):
+    overrides = [o for o in tiny_overrides(fmnist_dir, tmp_path) if not o.startswith("hydra.")]
+    result = run_script("train.py", "-m", *overrides, "seed=1,2",
+                        f"hydra.sweep.dir={tmp_path / 'multi'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = sorted((tmp_path / "multi").glob("*/metrics.json"))
+    assert len(runs) == 2
+    seeds = {json.loads(p.read_text())["seed"] for p in runs}
+    assert seeds == {1, 2}
+
+
+def test_config_values_reach_lightning(compose_cfg, fmnist_dir, tmp_path):
+    cfg = compose_cfg([*tiny_overrides(fmnist_dir, tmp_path), "trainer.limit_train_batches=2",
+                       "trainer.max_epochs=1"])
+    metrics = train(cfg)
+    assert metrics["global_step"] == 2
+    assert Path(metrics["best_checkpoint"]).name == "best.ckpt"
