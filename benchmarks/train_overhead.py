@@ -1,7 +1,7 @@
 """Training-loop overhead: Lightning's training step vs a bare PyTorch loop, and the data loader
 vs the training step, on the same model, batches and data (the quickstart settings by default).
 
-    python benchmarks/train_overhead.py [--steps 30] [--warmup 5] [override ...]
+    python benchmarks/train_overhead.py [--steps 30] [--warmup 5] [--repeats 6] [override ...]
 
 Overrides are Hydra overrides of conf/train.yaml (e.g. data.image_size=64 backbone=resnet50
 backbone.pretrained=false). Prints a table and writes benchmarks/results/train_overhead.json.
@@ -10,8 +10,10 @@ backbone.pretrained=false). Prints a table and writes benchmarks/results/train_o
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -99,7 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     os.environ.setdefault("PROJECT_ROOT", str(ROOT))
@@ -115,10 +117,16 @@ def main() -> None:
     batches = [next(iterator) for _ in range(args.steps + args.warmup)]
     measured = args.steps * batch_size
 
+    # Throughput on this kind of VM drifts by +-15% over seconds, so the two loops alternate
+    # (B,L then L,B, ...) and the reported ratio is the median of the per-pair ratios.
     bare, lightning = [], []
-    for _ in range(args.repeats):
-        bare.append(measured / bare_loop(cfg, datamodule, batches, args.warmup))
-        lightning.append(measured / lightning_loop(cfg, datamodule, batches, args.warmup))
+    for repeat in range(args.repeats):
+        order = [bare_loop, lightning_loop] if repeat % 2 == 0 else [lightning_loop, bare_loop]
+        for loop in order:
+            rate = measured / loop(cfg, datamodule, batches, args.warmup)
+            (bare if loop is bare_loop else lightning).append(rate)
+            gc.collect()
+    ratios = [lt / b for lt, b in zip(lightning, bare, strict=True)]
     loader = loader_rate(datamodule, args.steps)
     result = {
         "backbone": cfg.backbone.name,
@@ -126,11 +134,14 @@ def main() -> None:
         "batch_size": batch_size,
         "steps": args.steps,
         "torch_threads": torch.get_num_threads(),
-        "bare_loop_img_s": max(bare),
-        "lightning_step_img_s": max(lightning),
-        "lightning_vs_bare": max(lightning) / max(bare),
+        "repeats": args.repeats,
+        "bare_loop_img_s": statistics.median(bare),
+        "lightning_step_img_s": statistics.median(lightning),
+        "lightning_vs_bare": statistics.median(ratios),
+        "lightning_vs_bare_min": min(ratios),
+        "lightning_vs_bare_max": max(ratios),
         "loader_img_s": loader,
-        "loader_vs_step": loader / max(lightning),
+        "loader_vs_step": loader / statistics.median(lightning),
     }
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)

@@ -27,14 +27,16 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 
 def make_fashion_mnist_like(n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """28x28 uint8 images whose class is visible (a bright bar at a class-specific row) plus noise."""
+    """28x28 uint8 images whose class is visible plus noise: a horizontal bar at one of five
+    rows, solid for classes 0-4 and dashed for classes 5-9."""
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(10), n_per_class)
     rng.shuffle(labels)
-    images = rng.integers(0, 60, size=(len(labels), 28, 28), dtype=np.uint8)
+    images = rng.integers(0, 40, size=(len(labels), 28, 28), dtype=np.uint8)
     for i, label in enumerate(labels):
-        row = 2 + 2 * label
-        images[i, row : row + 3, 4:24] = 230
+        row = 3 + 5 * (label % 5)
+        step = 1 if label < 5 else 3
+        images[i, row : row + 3, 3:25:step] = 250
     return images, labels.astype(np.uint8)
 
 

@@ -8,10 +8,11 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from conftest import CONF, tiny_overrides
 from fashionlab.errors import PretrainedWeightsNotFoundError, UnknownBackboneError
 from fashionlab.models.backbones import cached_weights_file, create_backbone
 from fashionlab.training.run import train
+
+from conftest import CONF, tiny_overrides
 
 NAMED = sorted(p.stem for p in (CONF / "backbone").glob("*.yaml") if p.stem != "timm")
 

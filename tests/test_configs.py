@@ -4,9 +4,10 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from conftest import CONF, tiny_overrides
 from fashionlab.models.backbones import resolve_backbone_config
 from fashionlab.training.run import build_callbacks, build_logger, prepare_config
+
+from conftest import CONF, tiny_overrides
 
 
 def options(group: str) -> list[str]:

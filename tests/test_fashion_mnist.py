@@ -11,9 +11,10 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from conftest import SYSTEM_FMNIST, write_fashion_mnist
 from fashionlab.data.fashion_mnist import FILES, locate_fashion_mnist, read_fashion_mnist_split
 from fashionlab.errors import ConfigError, DataFormatError, DataNotFoundError
+
+from conftest import SYSTEM_FMNIST, write_fashion_mnist
 
 NAMES = [name for pair in FILES.values() for name in pair]
 
@@ -61,7 +62,7 @@ def test_download_verifies_md5(tmp_path, fmnist_dir, file_server):
 def test_download_with_wrong_md5_keeps_nothing(tmp_path, file_server):
     dest = tmp_path / "fm"
     wrong = dict.fromkeys(NAMES, "0" * 32)
-    with pytest.raises(DataNotFoundError, match="does not match the expected 0{32}"):
+    with pytest.raises(DataNotFoundError, match=r"does not match the expected 0{32}"):
         locate_fashion_mnist(dest, [], download=True, mirrors=[file_server], md5=wrong)
     assert not any(dest.iterdir())
 
@@ -94,7 +95,7 @@ def test_datamodule_split_tasks_and_rgb(compose_cfg, fmnist_dir, tmp_path):
     category = dm.tasks[1]
     a = dm.splits["test"].targets["article"]
     c = dm.splits["test"].targets["category"]
-    for ai, ci in zip(a, c):
+    for ai, ci in zip(a, c, strict=True):
         assert category.classes[ci] == article.parent_of[article.classes[ai]]
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (16, 3, 40, 40)
@@ -124,7 +125,7 @@ def test_wrong_class_list_is_refused(compose_cfg, fmnist_dir, tmp_path):
                        "data.tasks.article.classes=[a,b,c,d,e,f,g,h,i,j]",
                        "~data.tasks.article.parent", "~data.tasks.article.parent_of"])
     dm = instantiate(cfg.data, _recursive_=False)
-    with pytest.raises(ConfigError, match="data.tasks.article.classes must list the 10"):
+    with pytest.raises(ConfigError, match=r"data\.tasks\.article\.classes must list the 10"):
         dm.setup()
 
 

@@ -33,12 +33,12 @@ def test_truncated_file_names_file_and_sizes(tmp_path):
 def test_bad_magic(tmp_path):
     path = tmp_path / "x.idx"
     path.write_bytes(b"PK\x03\x04" + bytes(10))
-    with pytest.raises(DataFormatError, match="x.idx: not an IDX file"):
+    with pytest.raises(DataFormatError, match=r"x\.idx: not an IDX file"):
         read_idx(path)
 
 
 def test_corrupt_gzip(tmp_path):
     path = tmp_path / "y.gz"
     path.write_bytes(gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 2, 1, 2]))[:-6])
-    with pytest.raises(DataFormatError, match="y.gz: corrupt gzip"):
+    with pytest.raises(DataFormatError, match=r"y\.gz: corrupt gzip"):
         read_idx(path)

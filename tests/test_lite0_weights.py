@@ -20,7 +20,7 @@ def test_remap_loads_every_tensor():
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     result = model.load_state_dict(remapped, strict=True)
     assert not result.missing_keys and not result.unexpected_keys
-    for (src_key, src), (dst_key, dst) in zip(source.items(), model.state_dict().items()):
+    for (src_key, src), (dst_key, dst) in zip(source.items(), model.state_dict().items(), strict=True):
         assert torch.equal(src, dst), (src_key, dst_key)
 
 

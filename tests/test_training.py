@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
+from wandb_records import history_and_summary
 
-from conftest import ROOT, run_script, tiny_overrides
 from fashionlab.errors import ConfigError, DataNotFoundError, UnknownBackboneError
 from fashionlab.training.run import (
     build_callbacks,
@@ -21,6 +21,8 @@ from fashionlab.training.run import (
     prepare_config,
     train,
 )
+
+from conftest import ROOT, SYSTEM_FMNIST, run_script, tiny_overrides
 
 METRIC_NAMES = [f"{stage}/{task}/{metric}" for stage in ("val", "test")
                 for task in ("article", "category") for metric in ("acc", "f1_macro", "f1_weighted")]
@@ -90,7 +92,7 @@ def test_freeze_then_unfreeze(compose_cfg, fmnist_dir, tmp_path):
     snapshots = BackboneSnapshots()
     trainer = L.Trainer(**{k: v for k, v in cfg.trainer.items() if k != "_target_"},
                         callbacks=[*build_callbacks(cfg, has_logger=False), snapshots],
-                        logger=False, enable_checkpointing=False)
+                        logger=False)
     trainer.fit(model, datamodule=datamodule)
     assert torch.equal(snapshots.backbone[0], initial), "backbone changed while frozen"
     assert torch.equal(snapshots.bn_means[0], initial_bn), "BN statistics changed while frozen"
@@ -110,7 +112,7 @@ def test_unknown_backbone_and_missing_data_errors(compose_cfg, fmnist_dir, tmp_p
         train(cfg)
     cfg = compose_cfg([*tiny_overrides(fmnist_dir, tmp_path), "backbone=inception_v3",
                        "data.image_size=32"])
-    with pytest.raises(ConfigError, match="data.image_size=32 is below .* 75px"):
+    with pytest.raises(ConfigError, match=r"data\.image_size=32 is below .* 75px"):
         train(cfg)
     cfg = compose_cfg([*tiny_overrides(fmnist_dir, tmp_path), "training.monitor=val/colour/acc"])
     with pytest.raises(ConfigError, match="names task 'colour'"):
@@ -129,11 +131,19 @@ def test_cli_run_folder_with_wandb_offline(fmnist_dir, tmp_path):
     assert set(METRIC_NAMES) <= set(metrics)
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
-    assert list(runs[0].glob("run-*.wandb"))
-    summary = json.loads((runs[0] / "files" / "wandb-summary.json").read_text())
+    run_file = next(runs[0].glob("run-*.wandb"))
+    history, summary = history_and_summary(run_file)
+    logged = set().union(*history)
+    assert {"train/loss_epoch", "val/article/acc", "val/category/f1_macro"} <= logged
     assert summary["test/article/acc"] == pytest.approx(metrics["test/article/acc"])
-    assert "test/article/confusion_matrix_table" in summary
-    assert "test/article/per_class_f1" in summary
+    assert summary["seed"] == 42 and summary["global_step"] == metrics["global_step"]
+    # confusion matrix: one row per (true, predicted) pair; per-class F1: one row per class
+    assert summary["test/article/confusion_matrix_table/nrows"] == 100
+    assert summary["test/category/per_class_f1/nrows"] == 6
+    table = json.loads((runs[0] / "files" / summary["test/article/confusion_matrix_table/path"])
+                       .read_text())
+    assert table["columns"] == ["Actual", "Predicted", "nPredictions"]
+    assert sum(row[2] for row in table["data"]) == 80
 
 
 def test_csv_and_tensorboard_loggers(compose_cfg, fmnist_dir, tmp_path):
@@ -215,3 +225,19 @@ def test_config_values_reach_lightning(compose_cfg, fmnist_dir, tmp_path):
     metrics = train(cfg)
     assert metrics["global_step"] == 2
     assert Path(metrics["best_checkpoint"]).name == "best.ckpt"
+
+
+@pytest.mark.skipif(not SYSTEM_FMNIST.is_dir(), reason="needs apt package dataset-fashion-mnist")
+def test_real_fashion_mnist_learns(compose_cfg, tmp_path):
+    """A few dozen steps on the real data with the bundled pretrained weights beat chance by far."""
+    cfg = compose_cfg([
+        "logger=none", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+        "trainer.num_sanity_val_steps=0", "trainer.max_epochs=1", "training.freeze_epochs=0",
+        "trainer.limit_train_batches=30", "trainer.limit_val_batches=4",
+        "trainer.limit_test_batches=4", "data.batch_size=64", "data.eval_batch_size=250",
+        "data.image_size=32", f"data.root={tmp_path / 'unused'}", "data.download=false",
+        f"hydra.run.dir={tmp_path}",
+    ])
+    metrics = train(cfg)
+    assert metrics["test/article/acc"] > 0.6
+    assert metrics["test/category/acc"] > 0.7

@@ -117,14 +117,13 @@ def resolve_backbone_config(backbone_cfg: DictConfig) -> DictConfig:
         for key, value in defaults.items():
             if backbone_cfg.get(key) is None:
                 backbone_cfg[key] = value
-            elif key in ("mean", "std") and pretrained_cfg is not None:
-                if [round(float(v), 4) for v in backbone_cfg[key]] != [
-                    round(float(v), 4) for v in value
-                ]:
-                    log.warning(
-                        "backbone.%s=%s differs from timm's %s for %s",
-                        key, list(backbone_cfg[key]), value, backbone_cfg.name,
-                    )
+            elif key in ("mean", "std") and pretrained_cfg is not None and [
+                round(float(v), 4) for v in backbone_cfg[key]
+            ] != [round(float(v), 4) for v in value]:
+                log.warning(
+                    "backbone.%s=%s differs from timm's %s for %s",
+                    key, list(backbone_cfg[key]), value, backbone_cfg.name,
+                )
     return backbone_cfg
 
 

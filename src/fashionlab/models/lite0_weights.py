@@ -44,7 +44,7 @@ def remap_lite0_state_dict(source: dict[str, torch.Tensor]) -> OrderedDict[str, 
             f"lite0 weights hold {len(source)} tensors; timm's {TIMM_NAME} has {len(target)}"
         )
     remapped: OrderedDict[str, torch.Tensor] = OrderedDict()
-    for (src_key, tensor), (dst_key, reference) in zip(source.items(), target.items()):
+    for (src_key, tensor), (dst_key, reference) in zip(source.items(), target.items(), strict=True):
         if tensor.shape != reference.shape:
             raise ValueError(
                 f"lite0 remap: {src_key} {tuple(tensor.shape)} does not fit "

@@ -12,6 +12,12 @@ from fashionlab.data.tasks import TaskSpec
 from fashionlab.models.heads import build_head
 
 
+def feature_dim(backbone: nn.Module) -> int:
+    """Width of a timm model's pooled output with num_classes=0 (pre-logits width where the
+    model has a pre-logits block, e.g. VGG's 4096)."""
+    return int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
+
+
 class MultiTaskNet(nn.Module):
     """Backbone features -> {task: logits}. `embed` gives the pooled (pre-head) features."""
 
@@ -19,7 +25,7 @@ class MultiTaskNet(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.task_names = [t.name for t in tasks]
-        features = backbone.num_features
+        features = feature_dim(backbone)
         self.heads = nn.ModuleDict(
             {t.name: build_head(features, t.num_classes, **dict(head)) for t in tasks}
         )

@@ -21,7 +21,8 @@ class MultiTaskClassifier(L.LightningModule):
     """Shared backbone, one head per task, summed task losses and per-task metrics.
 
     Optimizer parameter groups: `heads` at the optimizer's lr, `backbone` at
-    lr * backbone_lr_scale. `results[stage]` keeps the last per-class F1 and confusion
+    lr * backbone_lr_scale; the backbone's schedule starts when it is unfrozen, after
+    `freeze_epochs` epochs. `results[stage]` keeps the last per-class F1 and confusion
     matrices of each task for reporting.
     """
 
@@ -33,6 +34,7 @@ class MultiTaskClassifier(L.LightningModule):
         optimizer: Callable[..., Optimizer],
         scheduler: Callable[..., Any] | None = None,
         backbone_lr_scale: float = 1.0,
+        freeze_epochs: int = 0,
         channels_last: bool = False,
         config: dict | None = None,
     ) -> None:
@@ -44,6 +46,7 @@ class MultiTaskClassifier(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.backbone_lr_scale = float(backbone_lr_scale)
+        self.freeze_epochs = int(freeze_epochs)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
@@ -113,8 +116,12 @@ class MultiTaskClassifier(L.LightningModule):
         ])
         if self.scheduler_factory is None:
             return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        epochs = self.trainer.max_epochs or 0
+        per_epoch = total // epochs if epochs > 0 else total
+        unfreeze_step = min(total, self.freeze_epochs * per_epoch)
         scheduler = self.scheduler_factory(
-            optimizer, total_steps=self.trainer.estimated_stepping_batches
+            optimizer, total_steps=total, group_starts=[0, unfreeze_step]
         )
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -32,6 +32,12 @@ from fashionlab.training.reporting import (
 log = logging.getLogger(__name__)
 
 
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    """The run's config as plain, resolved containers (Hydra's own node left out)."""
+    keys = [k for k in cfg if k != "hydra"]
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
+
+
 def build_datamodule(cfg: DictConfig) -> MultiTaskDataModule:
     return instantiate(cfg.data, _recursive_=False)
 
@@ -50,8 +56,9 @@ def build_model(cfg: DictConfig, datamodule: MultiTaskDataModule) -> MultiTaskCl
         optimizer=instantiate(cfg.optimizer),
         scheduler=scheduler,
         backbone_lr_scale=cfg.training.backbone_lr_scale,
+        freeze_epochs=cfg.training.freeze_epochs,
         channels_last=cfg.model.get("channels_last", False),
-        config=OmegaConf.to_container(cfg, resolve=True),
+        config=resolved_config(cfg),
     )
 
 

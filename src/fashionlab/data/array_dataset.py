@@ -1,0 +1,49 @@
+"""A torch Dataset over images already decoded into one in-memory array."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+
+class ArrayImageDataset(Dataset):
+    """Images (N, H, W[, C]) uint8 plus per-task integer or multi-hot targets.
+
+    Items are dicts: `image` (C, H, W float tensor after `transform`), `targets`
+    ({task: tensor}) and `index` (position in this split, for tracing predictions back).
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        targets: dict[str, np.ndarray],
+        transform: Callable[..., dict] | None = None,
+    ) -> None:
+        for task, values in targets.items():
+            if len(values) != len(images):
+                raise ValueError(f"task {task!r} has {len(values)} labels for {len(images)} images")
+        self.images = images
+        self.targets = targets
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict:
+        image = self.images[index]
+        if self.transform is not None:
+            image = self.transform(image=image)["image"]
+        else:
+            image = torch.from_numpy(np.ascontiguousarray(image))
+        targets = {}
+        for task, values in self.targets.items():
+            value = values[index]
+            targets[task] = (
+                torch.as_tensor(value, dtype=torch.float32)
+                if np.ndim(value)
+                else torch.as_tensor(value, dtype=torch.long)
+            )
+        return {"image": image, "targets": targets, "index": index}

@@ -1,0 +1,128 @@
+"""LightningDataModule shared by all dataset formats: splits, transforms, loaders, fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from abc import abstractmethod
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from lightning.fabric.utilities.seed import pl_worker_init_function
+from torch.utils.data import DataLoader
+
+from fashionlab.data.array_dataset import ArrayImageDataset
+from fashionlab.data.tasks import TaskSpec, derive_parent_targets, tasks_from_config
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader worker init: seed Python, NumPy and torch (Lightning's scheme) and give the
+    albumentations pipeline, which keeps its own random state, a per-worker seed."""
+    pl_worker_init_function(worker_id)
+    info = torch.utils.data.get_worker_info()
+    transform = getattr(info.dataset, "transform", None) if info else None
+    if hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(torch.initial_seed() % 2**32)
+
+
+class MultiTaskDataModule(L.LightningDataModule):
+    """Base data module. A format subclass implements `load_splits()`; the rest is shared."""
+
+    def __init__(
+        self,
+        tasks: Mapping[str, Any],
+        transforms: Mapping[str, Any],
+        image_size: int,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        self.tasks: list[TaskSpec] = tasks_from_config(tasks)
+        self.transforms_cfg = transforms
+        self.image_size = int(image_size)
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or batch_size)
+        self.num_workers = int(num_workers)
+        self.seed = int(seed)
+        self.pin_memory = pin_memory
+        self.splits: dict[str, ArrayImageDataset] = {}
+
+    @abstractmethod
+    def load_splits(self) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """Return {split: (images, {task: labels})} for train, val and test."""
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        train_tf = instantiate(self.transforms_cfg["train"])
+        eval_tf = instantiate(self.transforms_cfg["eval"])
+        for split, (images, targets) in self.load_splits().items():
+            targets = derive_parent_targets(self.tasks, targets)
+            targets = {t.name: targets[t.name] for t in self.tasks}
+            transform = train_tf if split == "train" else eval_tf
+            self.splits[split] = ArrayImageDataset(images, targets, transform)
+        log.info(
+            "data: %s",
+            ", ".join(f"{name}={len(ds)}" for name, ds in self.splits.items()),
+        )
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        self.setup()
+        return DataLoader(
+            self.splits[split],
+            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle and len(self.splits[split]) > self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            worker_init_fn=seed_worker if self.num_workers > 0 else None,
+            pin_memory=self.pin_memory,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def class_counts(self, split: str = "train") -> dict[str, np.ndarray]:
+        """Per-task class counts (for multilabel tasks: positives per label)."""
+        self.setup()
+        counts = {}
+        for task in self.tasks:
+            labels = self.splits[split].targets[task.name]
+            if task.kind == "multilabel":
+                counts[task.name] = np.asarray(labels).sum(axis=0)
+            else:
+                valid = labels[labels >= 0]
+                counts[task.name] = np.bincount(valid, minlength=task.num_classes)
+        return counts
+
+    def fingerprint(self) -> str:
+        """SHA-256 over every split's images, labels and task definitions."""
+        self.setup()
+        digest = hashlib.sha256()
+        digest.update(json.dumps([t.__dict__ for t in self.tasks], sort_keys=True,
+                                 default=dict).encode())
+        for split in SPLITS:
+            ds = self.splits[split]
+            digest.update(split.encode())
+            digest.update(np.ascontiguousarray(ds.images).tobytes())
+            for task in self.tasks:
+                digest.update(np.ascontiguousarray(ds.targets[task.name]).tobytes())
+        return digest.hexdigest()

@@ -1,0 +1,54 @@
+"""Checksum-verified downloads of published dataset files."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import urllib.request
+from pathlib import Path
+
+from fashionlab.errors import DataNotFoundError
+
+log = logging.getLogger(__name__)
+
+
+def md5sum(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    """MD5 hex digest of a file, read in chunks."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download_file(
+    filename: str, mirrors: list[str], dest_dir: Path, md5: str | None, timeout: float = 60.0
+) -> Path:
+    """Fetch `filename` from the first mirror that serves it with the expected MD5.
+
+    The file is written next to its destination and renamed only once verified, so an
+    interrupted or corrupted download never leaves a file that looks complete.
+    """
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / filename
+    errors: list[str] = []
+    for mirror in mirrors:
+        url = mirror.rstrip("/") + "/" + filename
+        partial = dest.with_name(dest.name + ".part")
+        try:
+            log.info("downloading %s", url)
+            with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as f:
+                while chunk := response.read(1 << 20):
+                    f.write(chunk)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            errors.append(f"{url}: {exc}")
+            continue
+        if md5 is not None and (got := md5sum(partial)) != md5:
+            partial.unlink(missing_ok=True)
+            errors.append(f"{url}: MD5 {got} does not match the expected {md5}")
+            continue
+        os.replace(partial, dest)
+        return dest
+    raise DataNotFoundError(f"could not download {filename}: " + "; ".join(errors))
