@@ -51,7 +51,7 @@ def fresh_model(cfg, datamodule):
 
 
 def bare_loop(cfg, datamodule, batches, warmup):
-    """The same model, loss, optimizer and schedule driven by a hand-written loop."""
+    """The same model, loss, metric updates, optimizer and schedule in a hand-written loop."""
     model = fresh_model(cfg, datamodule)
     model.train()
     backbone_ids = {id(p) for p in model.net.backbone.parameters()}
@@ -66,6 +66,7 @@ def bare_loop(cfg, datamodule, batches, warmup):
             start = time.perf_counter()
         logits = model(batch["image"])
         loss, _ = model.criterion(logits, batch["targets"])
+        model.stage_metrics["train_metrics"].update(logits, batch["targets"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
