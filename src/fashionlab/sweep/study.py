@@ -1,0 +1,122 @@
+"""Optuna study set-up: storage (SQLite file or any SQLAlchemy URL), sampler, pruner, trial budget."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
+
+from fashionlab.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PRUNERS = ("median", "hyperband", "none")
+
+
+def storage_url(sweep: DictConfig, sweep_dir: Path) -> str:
+    """`sweep.storage`, or the SQLite file `<sweep dir>/study.db` when it is null."""
+    return str(sweep.storage) if sweep.get("storage") else f"sqlite:///{sweep_dir / 'study.db'}"
+
+
+def open_storage(sweep: DictConfig, url: str) -> optuna.storages.RDBStorage:
+    """RDB storage with heartbeats: trials of workers that died are failed, then retried."""
+    interval = sweep.get("heartbeat_interval")
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=sweep.get("max_retry", 1))
+    return optuna.storages.RDBStorage(
+        url,
+        heartbeat_interval=int(interval) if interval else None,
+        grace_period=int(sweep.grace_period) if sweep.get("grace_period") else None,
+        heartbeat_stale_trial_callback=retry if interval else None,
+    )
+
+
+def make_pruner(sweep: DictConfig) -> optuna.pruners.BasePruner:
+    """MedianPruner, HyperbandPruner or NopPruner, with `sweep.pruner_args` as keyword arguments."""
+    kind = str(sweep.pruner).lower()
+    args: dict[str, Any] = OmegaConf.to_container(sweep.get("pruner_args") or {}, resolve=True)
+    classes = {"median": optuna.pruners.MedianPruner, "hyperband": optuna.pruners.HyperbandPruner,
+               "none": optuna.pruners.NopPruner}
+    if kind not in classes:
+        raise ConfigError(f"sweep.pruner={sweep.pruner!r} is not one of {', '.join(PRUNERS)}")
+    try:
+        return classes[kind](**args)
+    except TypeError as error:
+        raise ConfigError(f"sweep.pruner_args={args} does not fit sweep.pruner={kind}: {error}") from error
+
+
+def open_study(sweep: DictConfig, sweep_dir: Path) -> tuple[optuna.Study, optuna.storages.RDBStorage]:
+    """Create the study, or load it: for a shared server always (workers join), for SQLite
+    only with `sweep.resume=true` (so a finished study is not extended by accident)."""
+    url = storage_url(sweep, sweep_dir)
+    shared = not url.startswith("sqlite")
+    if not shared:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+    storage = open_storage(sweep, url)
+    name = str(sweep.study_name)
+    exists = name in optuna.study.get_all_study_names(storage)
+    if not shared and exists and not sweep.resume:
+        raise ConfigError(
+            f"study {name!r} already exists in {url}: pass sweep.resume=true to continue it "
+            f"or choose a new sweep.study_name")
+    if not shared and not exists and sweep.resume:
+        raise ConfigError(f"sweep.resume=true but there is no study {name!r} in {url} to resume")
+    if str(sweep.direction) not in ("maximize", "minimize"):
+        raise ConfigError(f"sweep.direction={sweep.direction!r} must be maximize or minimize")
+    study = optuna.create_study(
+        storage=storage,
+        study_name=name,
+        direction=str(sweep.direction),
+        sampler=optuna.samplers.TPESampler(seed=sweep.get("seed")),
+        pruner=make_pruner(sweep),
+        load_if_exists=True,
+    )
+    return study, storage
+
+
+@contextlib.contextmanager
+def _study_lock(study: optuna.Study, storage: optuna.storages.RDBStorage) -> Iterator[None]:
+    """Serialise budget checks across workers: a PostgreSQL advisory lock, or a file lock for SQLite."""
+    url = storage.url
+    if url.startswith("postgresql"):
+        from sqlalchemy import text
+
+        with storage.engine.connect() as connection:
+            key = {"name": f"fashionlab-sweep:{study.study_name}"}
+            connection.execute(text("SELECT pg_advisory_lock(hashtext(:name))"), key)
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(hashtext(:name))"), key)
+    elif url.startswith("sqlite"):
+        lock_path = Path(url.removeprefix("sqlite:///")).with_suffix(".lock")
+        with open(lock_path, "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+    else:
+        log.warning("no cross-worker lock for %s: the study may run one extra trial per worker",
+                    url.split(":", 1)[0])
+        yield
+
+
+def reserve_trial(study: optuna.Study, storage: optuna.storages.RDBStorage, n_trials: int) -> bool:
+    """Enqueue one trial if the study (all workers, all states) has fewer than `n_trials`.
+
+    The check and the enqueue happen under a lock, so N workers never exceed the budget; the
+    queued trial is then picked up by `study.optimize`.
+    """
+    with _study_lock(study, storage):
+        count = len(study.get_trials(deepcopy=False, states=tuple(TrialState)))
+        if count >= n_trials:
+            return False
+        study.enqueue_trial({}, skip_if_exists=False)
+        return True
