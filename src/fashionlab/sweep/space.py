@@ -59,7 +59,7 @@ def check_space(space: Mapping[str, Any], train_cfg: DictConfig, conf_dir: str) 
 
 def override_key(key: str, train_cfg: DictConfig) -> str | None:
     """`key`, `++key` for a new key under an empty mapping, or None if the key cannot be set."""
-    if OmegaConf.select(train_cfg, key, default=_MISSING) is not _MISSING:
+    if OmegaConf.select(train_cfg, key, default=_MISSING, throw_on_resolution_failure=False) is not _MISSING:
         return key
     parent, _, _ = key.rpartition(".")
     node = OmegaConf.select(train_cfg, parent, default=None) if parent else None

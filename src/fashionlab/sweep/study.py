@@ -21,8 +21,16 @@ PRUNERS = ("median", "hyperband", "none")
 
 
 def storage_url(sweep: DictConfig, sweep_dir: Path) -> str:
-    """`sweep.storage`, or the SQLite file `<sweep dir>/study.db` when it is null."""
-    return str(sweep.storage) if sweep.get("storage") else f"sqlite:///{sweep_dir / 'study.db'}"
+    """`sweep.storage`, or the SQLite file `<sweep dir>/study.db` when it is null.
+
+    A plain `postgresql://` URL uses the psycopg (3) driver, which this project installs.
+    """
+    if not sweep.get("storage"):
+        return f"sqlite:///{sweep_dir / 'study.db'}"
+    url = str(sweep.storage)
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
 
 
 def open_storage(sweep: DictConfig, url: str) -> optuna.storages.RDBStorage:
