@@ -14,6 +14,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from omegaconf import OmegaConf, open_dict
 from optuna.trial import TrialState
 
@@ -27,10 +28,23 @@ from conftest import CONF, ROOT, run_script, tiny_overrides
 PG_BINS = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
 
 
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch) -> Iterator[None]:
+    """Trials here are tiny: one thread per process (here and in subprocesses) avoids
+    oversubscribing the cores, which slows them down several times (two workers run at once)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("MKL_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def trial_overrides(data_root: Path, epochs: int = 1, *extra: str) -> list[str]:
-    """Per-trial train overrides: the tiny fixture, no test stage, `epochs` epochs."""
+    """Per-trial train overrides: the tiny fixture at 32px, 4 steps an epoch, no test stage."""
     base = [o for o in tiny_overrides(data_root, Path(".")) if not o.startswith("hydra.run.dir=")]
-    return [*base, "test=false", f"trainer.max_epochs={epochs}", *extra]
+    return [*base, "test=false", "data.image_size=32", "trainer.limit_train_batches=4",
+            f"trainer.max_epochs={epochs}", *extra]
 
 
 def hydra_list(items: list[str]) -> str:
@@ -51,6 +65,16 @@ def sweep_cfg(compose_cfg, fmnist_dir, tmp_path):
         return cfg
 
     return _make
+
+
+def precreate(cfg, *queued: dict) -> None:
+    """Create the study with trials queued in a fixed order (run_sweep then resumes it)."""
+    sweep_dir = Path(cfg.paths.output_dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    study = optuna.create_study(study_name=str(cfg.sweep.study_name), direction="maximize",
+                                storage=f"sqlite:///{sweep_dir / 'study.db'}")
+    for params in queued:
+        study.enqueue_trial(params)
 
 
 def load(cfg) -> optuna.Study:
@@ -104,10 +128,7 @@ def test_hopeless_trials_are_pruned(sweep_cfg):
                     "sweep.pruner_args={n_startup_trials: 1, n_warmup_steps: 0}", epochs=3,
                     extra=("training.freeze_epochs=0",))
     # A good learning rate first, then two hopeless ones (queued, so the order is fixed).
-    study = optuna.create_study(study_name="lr", direction="maximize",
-                                storage=f"sqlite:///{Path(cfg.paths.output_dir) / 'study.db'}")
-    for lr in (1e-2, 1e-7, 1e-7):
-        study.enqueue_trial({"optimizer.lr": lr})
+    precreate(cfg, *({"optimizer.lr": lr} for lr in (1e-2, 1e-7, 1e-7)))
     result = run_sweep(cfg)
     states = [t.state for t in load(cfg).trials]
     assert states[0] == TrialState.COMPLETE
@@ -116,12 +137,9 @@ def test_hopeless_trials_are_pruned(sweep_cfg):
 
 
 def test_failing_trial_is_recorded_and_sweep_continues(sweep_cfg):
-    space = {"data.image_size": {"type": "categorical", "choices": [8, 36]}}
+    space = {"data.image_size": {"type": "categorical", "choices": [8, 32]}}
     cfg = sweep_cfg(space, "sweep.n_trials=2", "sweep.resume=true", "sweep.study_name=fail")
-    study = optuna.create_study(study_name="fail", direction="maximize",
-                                storage=f"sqlite:///{Path(cfg.paths.output_dir) / 'study.db'}")
-    study.enqueue_trial({"data.image_size": 8})
-    study.enqueue_trial({"data.image_size": 36})
+    precreate(cfg, {"data.image_size": 8}, {"data.image_size": 32})
     run_sweep(cfg)
     first, second = load(cfg).trials
     assert first.state == TrialState.FAIL

@@ -2,20 +2,47 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
 
 from fashionlab.sweep.objective import Objective, base_overrides, compose_train_config
 from fashionlab.sweep.report import summary, write_report
 from fashionlab.sweep.space import check_space
-from fashionlab.sweep.study import open_study, reserve_trial, storage_url
+from fashionlab.sweep.study import claim_trial, heartbeat, open_study, storage_url
 
 log = logging.getLogger(__name__)
+
+
+def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) -> TrialState:
+    """Run one trial and record its outcome: COMPLETE with the metric, PRUNED, or FAIL — a trial
+    that raises (out of memory, NaN loss, a bad combination) fails and the sweep goes on."""
+    try:
+        value = objective(trial)
+    except optuna.TrialPruned:
+        state, value = TrialState.PRUNED, None
+    except Exception:
+        log.exception("trial %d failed", trial.number)
+        state, value = TrialState.FAIL, None
+    except BaseException:
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    else:
+        state = TrialState.COMPLETE
+        if not math.isfinite(value):
+            trial.set_user_attr("error", f"metric is {value}")
+            log.warning("trial %d failed: metric is %s", trial.number, value)
+            state, value = TrialState.FAIL, None
+    study.tell(trial, value, state=state)
+    gc.collect()
+    return state
 
 
 def run_sweep(cfg: DictConfig) -> dict[str, Any]:
@@ -35,10 +62,13 @@ def run_sweep(cfg: DictConfig) -> dict[str, Any]:
     started = time.monotonic()
     timeout = float(sweep.timeout) if sweep.get("timeout") else None
     while timeout is None or time.monotonic() - started < timeout:
-        if not reserve_trial(study, storage, int(sweep.n_trials)):
+        if storage.get_heartbeat_interval():
+            optuna.storages.fail_stale_trials(study)  # trials of dead workers: FAIL, then re-queued
+        trial = claim_trial(study, storage, int(sweep.n_trials))
+        if trial is None:
             break
-        # A trial that raises is recorded as FAIL (with its error as user attribute) and logged.
-        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        with heartbeat(storage, trial):
+            run_trial(study, trial, objective)
 
     write_report(study, base_cfg, str(sweep.metric), sweep_dir)
     result = dict(summary(study))

@@ -5,6 +5,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import os
+import socket
+import threading
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,19 +40,22 @@ def storage_url(sweep: DictConfig, sweep_dir: Path) -> str:
 def open_storage(sweep: DictConfig, url: str) -> optuna.storages.RDBStorage:
     """RDB storage with heartbeats: trials of workers that died are failed, then retried."""
     interval = sweep.get("heartbeat_interval")
-    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=sweep.get("max_retry", 1))
+    if not interval:
+        return optuna.storages.RDBStorage(url)
     return optuna.storages.RDBStorage(
         url,
-        heartbeat_interval=int(interval) if interval else None,
+        heartbeat_interval=int(interval),
         grace_period=int(sweep.grace_period) if sweep.get("grace_period") else None,
-        heartbeat_stale_trial_callback=retry if interval else None,
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+            max_retry=sweep.get("max_retry", 1)),
     )
 
 
 def make_pruner(sweep: DictConfig) -> optuna.pruners.BasePruner:
     """MedianPruner, HyperbandPruner or NopPruner, with `sweep.pruner_args` as keyword arguments."""
     kind = str(sweep.pruner).lower()
-    args: dict[str, Any] = OmegaConf.to_container(sweep.get("pruner_args") or {}, resolve=True)
+    args: dict[str, Any] = (OmegaConf.to_container(sweep.pruner_args, resolve=True)
+                            if sweep.get("pruner_args") else {})
     classes = {"median": optuna.pruners.MedianPruner, "hyperband": optuna.pruners.HyperbandPruner,
                "none": optuna.pruners.NopPruner}
     if kind not in classes:
@@ -81,11 +88,23 @@ def open_study(sweep: DictConfig, sweep_dir: Path) -> tuple[optuna.Study, optuna
         storage=storage,
         study_name=name,
         direction=str(sweep.direction),
-        sampler=optuna.samplers.TPESampler(seed=sweep.get("seed")),
         pruner=make_pruner(sweep),
         load_if_exists=True,
     )
+    study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(sweep.get("seed"), study, shared))
     return study, storage
+
+
+def sampler_seed(seed: int | None, study: optuna.Study, shared: bool) -> int | None:
+    """TPE seed: `sweep.seed` offset by the trials already in the study, so a resumed sweep does
+    not repeat its first samples; on shared storage also by host and process, so that workers
+    started together do not sample the same parameters."""
+    if seed is None:
+        return None
+    offset = len(study.get_trials(deepcopy=False))
+    if shared:
+        offset += zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())
+    return (int(seed) + offset) % 2**32
 
 
 @contextlib.contextmanager
@@ -116,15 +135,39 @@ def _study_lock(study: optuna.Study, storage: optuna.storages.RDBStorage) -> Ite
         yield
 
 
-def reserve_trial(study: optuna.Study, storage: optuna.storages.RDBStorage, n_trials: int) -> bool:
-    """Enqueue one trial if the study (all workers, all states) has fewer than `n_trials`.
+def claim_trial(study: optuna.Study, storage: optuna.storages.RDBStorage,
+                n_trials: int) -> optuna.Trial | None:
+    """A trial to run — a queued one, or a new one while the study (all workers, all states)
+    holds fewer than `n_trials` — or None when the budget is spent.
 
-    The check and the enqueue happen under a lock, so N workers never exceed the budget; the
-    queued trial is then picked up by `study.optimize`.
+    The check and `study.ask()` happen under a lock, so N workers never exceed the budget.
     """
     with _study_lock(study, storage):
-        count = len(study.get_trials(deepcopy=False, states=tuple(TrialState)))
-        if count >= n_trials:
-            return False
-        study.enqueue_trial({}, skip_if_exists=False)
-        return True
+        trials = study.get_trials(deepcopy=False)
+        if len(trials) >= n_trials and not any(t.state == TrialState.WAITING for t in trials):
+            return None
+        return study.ask()
+
+
+@contextlib.contextmanager
+def heartbeat(storage: optuna.storages.RDBStorage, trial: optuna.Trial) -> Iterator[None]:
+    """Record the trial's heartbeat every `heartbeat_interval` seconds while it runs."""
+    interval = storage.get_heartbeat_interval()
+    if not interval:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            storage.record_heartbeat(trial._trial_id)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-trial-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
