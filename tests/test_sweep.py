@@ -157,6 +157,22 @@ def test_resume_continues_the_trial_count(sweep_cfg):
     assert result["complete"] == 2
 
 
+def test_trials_are_wandb_runs_grouped_by_study(sweep_cfg, monkeypatch):
+    seen = []
+
+    def fake_train(cfg, extra_callbacks=None):
+        seen.append((cfg.logger.group, cfg.logger.name, [type(c).__name__ for c in extra_callbacks]))
+        return {"val/article/acc": 0.5}
+
+    monkeypatch.setattr("fashionlab.sweep.objective.train", fake_train)
+    cfg = sweep_cfg(None, "sweep.n_trials=2", "sweep.study_name=wb")
+    with open_dict(cfg):
+        cfg.sweep.base_overrides = [o.replace("logger=none", "logger=wandb")
+                                    for o in cfg.sweep.base_overrides]
+    run_sweep(cfg)
+    assert seen == [("wb", f"wb-trial-{n}", ["PyTorchLightningPruningCallback"]) for n in (0, 1)]
+
+
 @pytest.mark.parametrize("name", ["default", "backbones", "lr"])
 def test_shipped_search_spaces_name_train_keys(name):
     space = OmegaConf.to_container(OmegaConf.load(CONF / "search_space" / f"{name}.yaml"))

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from fashionlab.sweep.space import is_group
+from fashionlab.sweep.study import quiet_experimental
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,8 @@ def write_report(study: optuna.Study, train_cfg: DictConfig, metric: str, sweep_
         try:
             interactive(study).write_html(plot_dir / f"{name}.html")
             written[f"{name}.html"] = plot_dir / f"{name}.html"
-            axes = static(study)
+            with quiet_experimental():
+                axes = static(study)
             figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
             figure.savefig(plot_dir / f"{name}.png", dpi=110, bbox_inches="tight")
             plt.close(figure)

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from fashionlab.sweep.objective import Objective, base_overrides, compose_train_config
 from fashionlab.sweep.report import summary, write_report
 from fashionlab.sweep.space import check_space
-from fashionlab.sweep.study import claim_trial, heartbeat, open_study, storage_url
+from fashionlab.sweep.study import claim_trial, heartbeat, open_study, quiet_experimental, storage_url
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,8 @@ def run_sweep(cfg: DictConfig) -> dict[str, Any]:
     timeout = float(sweep.timeout) if sweep.get("timeout") else None
     while timeout is None or time.monotonic() - started < timeout:
         if storage.get_heartbeat_interval():
-            optuna.storages.fail_stale_trials(study)  # trials of dead workers: FAIL, then re-queued
+            with quiet_experimental():
+                optuna.storages.fail_stale_trials(study)  # trials of dead workers: FAIL, then re-queued
         trial = claim_trial(study, storage, int(sweep.n_trials))
         if trial is None:
             break

@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import threading
+import warnings
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,14 @@ from fashionlab.errors import ConfigError
 log = logging.getLogger(__name__)
 
 PRUNERS = ("median", "hyperband", "none")
+
+
+@contextlib.contextmanager
+def quiet_experimental() -> Iterator[None]:
+    """Silence Optuna's ExperimentalWarning (heartbeats, retry callback, matplotlib plots)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
 
 
 def storage_url(sweep: DictConfig, sweep_dir: Path) -> str:
@@ -42,13 +51,14 @@ def open_storage(sweep: DictConfig, url: str) -> optuna.storages.RDBStorage:
     interval = sweep.get("heartbeat_interval")
     if not interval:
         return optuna.storages.RDBStorage(url)
-    return optuna.storages.RDBStorage(
-        url,
-        heartbeat_interval=int(interval),
-        grace_period=int(sweep.grace_period) if sweep.get("grace_period") else None,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-            max_retry=sweep.get("max_retry", 1)),
-    )
+    with quiet_experimental():
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=int(interval),
+            grace_period=int(sweep.grace_period) if sweep.get("grace_period") else None,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=sweep.get("max_retry", 1)),
+        )
 
 
 def make_pruner(sweep: DictConfig) -> optuna.pruners.BasePruner:
