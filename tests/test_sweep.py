@@ -239,5 +239,5 @@ def test_two_workers_share_a_postgresql_study(postgres_url, fmnist_dir, tmp_path
     trials = optuna.load_study(study_name="shared", storage=storage).trials
     assert sorted(t.number for t in trials) == [0, 1, 2, 3]
     assert all(t.state == TrialState.COMPLETE for t in trials)
-    # both workers (started together) drew trials from the one study
-    assert {Path(t.user_attrs["run_dir"]).parents[1].name for t in trials} == {"w0", "w1"}
+    for output in outputs:  # each worker ends seeing the whole shared study
+        assert "study 'shared': 4 trials (4 complete" in output, output[-3000:]
