@@ -96,8 +96,11 @@ def prepare_config(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, then validate and test the best checkpoint; write metrics.json into the run folder."""
+def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> dict[str, Any]:
+    """Fit, then validate and test the best checkpoint; write metrics.json into the run folder.
+
+    `extra_callbacks` join the configured ones (e.g. a sweep's pruning callback).
+    """
     started = time.time()
     prepare_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
@@ -107,7 +110,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule)
     logger = build_logger(cfg)
-    callbacks = build_callbacks(cfg, has_logger=bool(logger))
+    callbacks = build_callbacks(cfg, has_logger=bool(logger)) + list(extra_callbacks or [])
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger,
                                      default_root_dir=str(run_dir))
     if isinstance(logger, WandbLogger) and trainer.is_global_zero:

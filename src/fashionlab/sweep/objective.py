@@ -1,0 +1,127 @@
+"""One trial: compose the training config with the sampled overrides and run `train(cfg)`."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+from optuna_integration import PyTorchLightningPruningCallback
+
+from fashionlab.errors import ConfigError
+from fashionlab.sweep.space import sample, to_overrides
+from fashionlab.training.run import train
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _own_hydra() -> Iterator[None]:
+    """Let the compose API run inside `@hydra.main`, then give the sweep its Hydra state back."""
+    global_hydra = GlobalHydra.instance()
+    saved_hydra = global_hydra.hydra if global_hydra.is_initialized() else None
+    saved_config = HydraConfig.instance().cfg
+    global_hydra.clear()
+    try:
+        yield
+    finally:
+        global_hydra.clear()
+        if saved_hydra is not None:
+            global_hydra.initialize(saved_hydra)
+        HydraConfig.instance().cfg = saved_config
+
+
+def compose_train_config(conf_dir: str, overrides: list[str], run_dir: Path | None = None) -> DictConfig:
+    """The `train` config with overrides, as train.py would see it, writing into `run_dir`."""
+    if run_dir is not None:
+        overrides = [*overrides, f"hydra.run.dir={run_dir}"]
+    with _own_hydra(), initialize_config_dir(conf_dir, version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    if run_dir is not None:
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(run_dir)
+            cfg.paths.output_dir = str(run_dir)
+    return cfg
+
+
+def base_overrides(sweep: DictConfig) -> list[str]:
+    """`sweep.base_overrides`, minus run-directory settings (each trial gets its own)."""
+    return [str(o) for o in sweep.get("base_overrides") or [] if not str(o).startswith("hydra.run.dir=")]
+
+
+class Objective:
+    """Callable for `study.optimize`: returns the trial's `sweep.metric`, reports it per epoch."""
+
+    def __init__(self, sweep: DictConfig, space: Mapping[str, Any], base_cfg: DictConfig,
+                 conf_dir: str, sweep_dir: Path) -> None:
+        self.sweep = sweep
+        self.space = space
+        self.base_cfg = base_cfg
+        self.conf_dir = conf_dir
+        self.sweep_dir = sweep_dir
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        params = sample(trial, self.space)
+        overrides = [*base_overrides(self.sweep), *to_overrides(params, self.base_cfg)]
+        run_dir = self.sweep_dir / "trials" / f"{trial.number:04d}"
+        trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("overrides", overrides[len(base_overrides(self.sweep)):])
+        log.info("trial %d: %s", trial.number, " ".join(overrides[len(base_overrides(self.sweep)):]))
+        try:
+            return self._run(trial, overrides, run_dir)
+        except optuna.TrialPruned:
+            log.info("trial %d pruned", trial.number)
+            _finish_wandb(exit_code=0)
+            raise
+        except Exception as error:
+            trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:4000])
+            _finish_wandb(exit_code=1)
+            raise
+
+    def _run(self, trial: optuna.Trial, overrides: list[str], run_dir: Path) -> float:
+        cfg = compose_train_config(self.conf_dir, overrides, run_dir)
+        if cfg.hydra.runtime.choices.get("logger") == "wandb":
+            with open_dict(cfg):
+                cfg.logger.group = str(self.sweep.study_name)
+                cfg.logger.name = f"{self.sweep.study_name}-trial-{trial.number}"
+        (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]),
+                       run_dir / ".hydra" / "config.yaml")
+        OmegaConf.save(OmegaConf.create(overrides), run_dir / ".hydra" / "overrides.yaml")
+
+        metric = str(self.sweep.metric)
+        callbacks = []
+        if str(self.sweep.pruner).lower() != "none":
+            callbacks.append(PyTorchLightningPruningCallback(trial, monitor=metric))
+        with _trial_hydra_config(cfg):
+            metrics = train(cfg, extra_callbacks=callbacks)
+        if metric not in metrics:
+            raise ConfigError(f"sweep.metric={metric!r} is not a metric of the run "
+                              f"(e.g. {', '.join(k for k in metrics if k.startswith('val/'))})")
+        return float(metrics[metric])
+
+
+@contextlib.contextmanager
+def _trial_hydra_config(cfg: DictConfig) -> Iterator[None]:
+    """Make `${hydra:...}` resolve to the trial's Hydra config while it trains."""
+    saved = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(cfg)
+    try:
+        yield
+    finally:
+        HydraConfig.instance().cfg = saved
+
+
+def _finish_wandb(exit_code: int) -> None:
+    """Close a W&B run left open by a trial that raised, so the next trial starts its own."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=exit_code)
