@@ -186,6 +186,8 @@ def test_shipped_search_spaces_name_train_keys(name):
      "'optimizer.learning_rate' is not"),
     ({"backbone": {"type": "categorical", "choices": ["resnet51"]}}, "no conf/backbone/resnet51.yaml"),
     ({"data.batch_size": {"type": "int", "low": 64}}, "search_space.data.batch_size.high"),
+    ({"data.transforms.train.transforms.1.p": {"type": "float", "low": 0, "high": 1}},
+     "'data.transforms.train.transforms' is a list"),
 ])
 def test_bad_search_space_names_the_key(space, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fashionlab.errors import ConfigError
 
@@ -52,9 +52,24 @@ def check_space(space: Mapping[str, Any], train_cfg: DictConfig, conf_dir: str) 
                         f"{where}: {choice!r} is not a {key} option (no conf/{key}/{choice}.yaml)")
             if spec["type"] != "categorical":
                 raise ConfigError(f"{where}: config group {key!r} needs type categorical")
+        elif (through := list_in_path(key, train_cfg)) is not None:
+            raise ConfigError(
+                f"{where}: {through!r} is a list, and a list item cannot be written into best.yaml; "
+                f"give the value a named key in the config and refer to it (e.g. data.transforms.hflip_p)")
         elif override_key(key, train_cfg) is None:
             raise ConfigError(
                 f"{where}: key {key!r} is not in the train config (see `python train.py --cfg job`)")
+
+
+def list_in_path(key: str, train_cfg: DictConfig) -> str | None:
+    """The first prefix of `key` that is a list in the train config, if any."""
+    parts = key.split(".")
+    for end in range(1, len(parts)):
+        prefix = ".".join(parts[:end])
+        node = OmegaConf.select(train_cfg, prefix, default=None, throw_on_resolution_failure=False)
+        if isinstance(node, ListConfig):
+            return prefix
+    return None
 
 
 def override_key(key: str, train_cfg: DictConfig) -> str | None:
