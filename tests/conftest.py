@@ -91,8 +91,16 @@ def compose_cfg() -> Iterator:
     GlobalHydra.instance().clear()
 
 
+SCRIPT_ENV = {"PYTHONUNBUFFERED": "1", "WANDB_SILENT": "true"}
+
+
 def run_script(*args: str, timeout: float = 600, cwd: Path = ROOT, **kwargs) -> subprocess.CompletedProcess:
     """Run a project script (e.g. train.py) in a fresh interpreter, as a user would."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_SILENT": "true"}
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout, **kwargs)
+    return subprocess.run([sys.executable, *args], cwd=cwd, env={**os.environ, **SCRIPT_ENV},
+                          capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def start_script(*args: str, cwd: Path = ROOT, **kwargs) -> subprocess.Popen:
+    """Start a project script in the background (for kill/resume and multi-worker tests)."""
+    return subprocess.Popen([sys.executable, *args], cwd=cwd, env={**os.environ, **SCRIPT_ENV},
+                            **kwargs)

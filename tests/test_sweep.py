@@ -7,7 +7,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from fashionlab.sweep.objective import compose_train_config
 from fashionlab.sweep.run import run_sweep
 from fashionlab.sweep.space import check_space
 
-from conftest import CONF, ROOT, run_script, tiny_overrides
+from conftest import CONF, run_script, start_script, tiny_overrides
 
 PG_BINS = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
 
@@ -230,9 +229,8 @@ def test_two_workers_share_a_postgresql_study(postgres_url, fmnist_dir, tmp_path
     args = ["sweep.py", "search_space=lr", f"sweep.storage={postgres_url}", "sweep.study_name=shared",
             "sweep.n_trials=4", "sweep.pruner=none", "sweep.heartbeat_interval=5",
             f"sweep.base_overrides={hydra_list(trial_overrides(fmnist_dir))}"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_SILENT": "true"}
-    workers = [subprocess.Popen([sys.executable, *args, f"hydra.run.dir={tmp_path / f'w{i}'}"], cwd=ROOT,
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    workers = [start_script(*args, f"hydra.run.dir={tmp_path / f'w{i}'}", stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
                for i in range(2)]
     outputs = [w.communicate(timeout=300)[0] for w in workers]
     for worker, output in zip(workers, outputs, strict=True):

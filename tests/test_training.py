@@ -3,6 +3,7 @@ reproducibility, DDP, loggers and multirun."""
 
 import json
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from fashionlab.training.run import (
     train,
 )
 
-from conftest import ROOT, SYSTEM_FMNIST, run_script, tiny_overrides
+from conftest import SYSTEM_FMNIST, run_script, start_script, tiny_overrides
 
 METRIC_NAMES = [f"{stage}/{task}/{metric}" for stage in ("val", "test")
                 for task in ("article", "category") for metric in ("acc", "f1_macro", "f1_weighted")]
@@ -162,7 +163,8 @@ def test_resume_after_kill(fmnist_dir, tmp_path):
     out = tmp_path / "run"
     overrides = [*tiny_overrides(fmnist_dir, out), "trainer.max_epochs=12"]
     last = out / "checkpoints" / "last.ckpt"
-    process = run_script_background("train.py", *overrides)
+    process = start_script("train.py", *overrides, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not last.exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.05)
@@ -180,16 +182,6 @@ def test_resume_after_kill(fmnist_dir, tmp_path):
     steps_per_epoch = 120 // 16
     assert metrics["global_step"] == 12 * steps_per_epoch
     assert metrics["resumed_from"] == str(last)
-
-
-def run_script_background(*args):
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def test_ddp_two_processes_on_cpu(fmnist_dir, tmp_path):

@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import warnings
 import zlib
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
@@ -46,19 +48,31 @@ def storage_url(sweep: DictConfig, sweep_dir: Path) -> str:
     return url
 
 
-def open_storage(sweep: DictConfig, url: str) -> optuna.storages.RDBStorage:
-    """RDB storage with heartbeats: trials of workers that died are failed, then retried."""
+def open_storage(sweep: DictConfig, url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """RDB storage with heartbeats: trials of workers that died are failed, then retried.
+
+    Workers started together on an empty database race to create Optuna's tables (PostgreSQL
+    then reports a duplicate key in its catalogue); the loser retries after a short wait.
+    """
     interval = sweep.get("heartbeat_interval")
-    if not interval:
-        return optuna.storages.RDBStorage(url)
-    with quiet_experimental():
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=int(interval),
-            grace_period=int(sweep.grace_period) if sweep.get("grace_period") else None,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+    kwargs: dict[str, Any] = {}
+    if interval:
+        kwargs = {
+            "heartbeat_interval": int(interval),
+            "grace_period": int(sweep.grace_period) if sweep.get("grace_period") else None,
+            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
                 max_retry=sweep.get("max_retry", 1)),
-        )
+        }
+    for attempt in range(1, attempts + 1):
+        try:
+            with quiet_experimental():
+                return optuna.storages.RDBStorage(url, **kwargs)
+        except sqlalchemy.exc.DBAPIError as error:
+            if attempt == attempts:
+                raise
+            log.warning("opening %s failed (%s); retrying", url.split("@")[-1], error.orig)
+            time.sleep(0.5 * attempt)
+    raise AssertionError("unreachable")
 
 
 def make_pruner(sweep: DictConfig) -> optuna.pruners.BasePruner:
