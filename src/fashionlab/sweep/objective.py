@@ -70,11 +70,12 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = sample(trial, self.space)
-        overrides = [*base_overrides(self.sweep), *to_overrides(params, self.base_cfg)]
+        sampled = to_overrides(params, self.base_cfg)
+        overrides = [*base_overrides(self.sweep), *sampled]
         run_dir = self.sweep_dir / "trials" / f"{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run_dir))
-        trial.set_user_attr("overrides", overrides[len(base_overrides(self.sweep)):])
-        log.info("trial %d: %s", trial.number, " ".join(overrides[len(base_overrides(self.sweep)):]))
+        trial.set_user_attr("overrides", sampled)
+        log.info("trial %d: %s", trial.number, " ".join(sampled))
         try:
             return self._run(trial, overrides, run_dir)
         except optuna.TrialPruned:
