@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from wandb_records import history_and_summary
 
+from fashionlab.data.tasks import tasks_from_config
 from fashionlab.errors import ConfigError, DataNotFoundError, UnknownBackboneError
 from fashionlab.training.run import (
     build_callbacks,
@@ -47,6 +48,8 @@ def test_metric_names_and_run_folder(compose_cfg, fmnist_dir, tmp_path):
     # checkpoints load with weights_only=True and carry the run's config
     ckpt = torch.load(tmp_path / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["hyper_parameters"]["config"]["backbone"]["name"] == "tf_efficientnet_lite0"
+    assert tasks_from_config(ckpt["hyper_parameters"]["tasks"]) == tasks_from_config(
+        ckpt["hyper_parameters"]["config"]["data"]["tasks"])
 
 
 def test_training_learns_the_fixture(compose_cfg, fmnist_dir, tmp_path):

@@ -90,6 +90,19 @@ def tasks_from_config(tasks_cfg: Mapping[str, Any], key: str = "data.tasks") -> 
     return specs
 
 
+def tasks_to_config(tasks: list[TaskSpec]) -> dict[str, dict[str, Any]]:
+    """The inverse of `tasks_from_config`: plain containers (kept in checkpoints, since a data
+    config may resolve its classes from the data itself)."""
+    out: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        entry: dict[str, Any] = {"kind": task.kind, "classes": list(task.classes)}
+        if task.parent:
+            entry["parent"] = task.parent
+            entry["parent_of"] = dict(task.parent_of)
+        out[task.name] = entry
+    return out
+
+
 def parent_labels(child: TaskSpec, parent: TaskSpec, child_labels: np.ndarray) -> np.ndarray:
     """Map integer labels of `child` to the integer labels of its parent task."""
     lookup = np.array(

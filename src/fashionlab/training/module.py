@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from torch.optim import Optimizer
 
-from fashionlab.data.tasks import TaskSpec
+from fashionlab.data.tasks import TaskSpec, tasks_to_config
 from fashionlab.models.multitask import MultiTaskNet
 from fashionlab.training.losses import MultiTaskLoss
 from fashionlab.training.metrics import StageMetrics
@@ -39,7 +39,7 @@ class MultiTaskClassifier(L.LightningModule):
         config: dict | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters({"config": config or {}})
+        self.save_hyperparameters({"config": config or {}, "tasks": tasks_to_config(tasks)})
         self.net = net
         self.tasks = tasks
         self.criterion = criterion
