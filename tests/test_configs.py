@@ -31,11 +31,20 @@ def test_backbone_configs(option, compose_cfg, base):
     assert cfg.backbone.input_size == expected_size
 
 
+def compose_with(compose_cfg, base: list[str], choice: str):
+    """Compose `choice` (e.g. data=csv) with the tiny run's overrides, keeping only the data.*
+    ones whose key this data config has (data.root always)."""
+    others = [o for o in base if not o.startswith("data.")]
+    keys = compose_cfg([*others, choice]).data
+    data = [o for o in base if o.startswith("data.") and o.split("=")[0][len("data."):] in keys]
+    return compose_cfg([*others, *data, choice])
+
+
 @pytest.mark.parametrize("option", options("data"))
 def test_data_configs(option, compose_cfg, base):
-    cfg = compose_cfg([*base, f"data={option}"])
+    cfg = compose_with(compose_cfg, base, f"data={option}")
     datamodule = instantiate(cfg.data, _recursive_=False)
-    assert datamodule.tasks
+    assert datamodule.tasks_cfg and cfg.data.get("main_task") in (None, *cfg.data.tasks)
     for split in ("train", "eval"):
         assert callable(instantiate(cfg.data.transforms[split]))
 
@@ -88,6 +97,6 @@ def test_callback_configs(option, compose_cfg, base):
 
 @pytest.mark.parametrize("option", options("experiment"))
 def test_experiment_configs(option, compose_cfg, base):
-    cfg = compose_cfg([*base, f"experiment={option}"])
+    cfg = compose_with(compose_cfg, base, f"experiment={option}")
     prepare_config(cfg)
     assert cfg.data.tasks and cfg.backbone.name
