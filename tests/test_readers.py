@@ -191,6 +191,7 @@ def test_deepfashion_table_body_parts_and_attribute_groups(deepfashion):
     assert set(table["split"]) == {"train", "val", "test"}
     assert table["path"].iloc[0] == str(root / expected["images"][0])
     assert table["source"].iloc[0] == "list_eval_partition.txt:3"
+    assert table.set_index("id").loc[expected["images"][-1], "body_part"] == "full"
 
 
 def test_deepfashion_zero_values_read_as_absent(tmp_path):

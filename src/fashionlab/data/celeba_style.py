@@ -17,21 +17,14 @@ import numpy as np
 import pandas as pd
 
 from fashionlab.data.counted_list import check_count, iter_rows, open_text, read_count_and_header
-from fashionlab.errors import ConfigError, DataFormatError, DataNotFoundError
+from fashionlab.data.image_table import ImageTableDataModule
+from fashionlab.data.reader_utils import find_file, write_read_report
+from fashionlab.errors import ConfigError, DataFormatError
 
 log = logging.getLogger(__name__)
 
 PARTITION_SPLITS: dict[str, str] = {"0": "train", "1": "val", "2": "test"}
 RULE_KEYS = ("any_of", "all_of", "none_of")
-
-
-def find_file(root: Path, candidates: Sequence[str], what: str) -> Path:
-    """The first of `candidates` (relative to `root`) that exists, or an error naming them all."""
-    for rel in candidates:
-        if (root / rel).is_file():
-            return root / rel
-    raise DataNotFoundError(
-        f"{what} not found; looked for {', '.join(str(root / c) for c in candidates)}")
 
 
 def read_celeba_attributes(path: str | Path) -> pd.DataFrame:
@@ -199,3 +192,49 @@ def celeba_style_table(
     })
     log.info("CelebA styles: %s", report)
     return table, report
+
+
+class CelebAStyleDataModule(ImageTableDataModule):
+    """CelebA faces with one multilabel style task derived from the attributes (see module doc)."""
+
+    tasks_from_data = True
+
+    def __init__(
+        self,
+        styles: Mapping[str, Mapping[str, Any]],
+        images_dir: str = "img_align_celeba",
+        balance_styles: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if len(self.tasks_cfg) != 1:
+            raise ConfigError(f"data.tasks: celeba_style has one task (the styles); got "
+                              f"{', '.join(self.tasks_cfg)}")
+        self.task_name, entry = next(iter(self.tasks_cfg.items()))
+        if entry.get("kind") != "multilabel":
+            raise ConfigError(f"data.tasks.{self.task_name}.kind must be multilabel (an image can have "
+                              f"several styles)")
+        classes = entry.get("classes")
+        if classes != "auto" and sorted(map(str, classes or [])) != sorted(styles or {}):
+            raise ConfigError(f"data.tasks.{self.task_name}.classes must list the styles of data.styles "
+                              f"({', '.join(styles or {})})")
+        self.styles = {str(k): dict(v or {}) for k, v in (styles or {}).items()}
+        self.images_dir = images_dir
+        options = dict(balance_styles or {})
+        unknown = sorted(set(options) - {"max_per_style", "unlabelled"})
+        if unknown:
+            raise ConfigError(f"data.balance_styles has unknown key(s) {', '.join(unknown)}; "
+                              f"known: max_per_style, unlabelled")
+        self.max_per_style = options.get("max_per_style", "min")
+        self.unlabelled = options.get("unlabelled", 0)
+        self.read_report: dict[str, Any] = {}
+
+    def read_table(self) -> pd.DataFrame:
+        table, self.read_report = celeba_style_table(
+            self.require_root(), self.styles, self.task_name, self.images_dir, self.max_per_style,
+            self.unlabelled, self.seed)
+        return table
+
+    def write_reports(self, folder: str | Path) -> None:
+        super().write_reports(folder)
+        write_read_report(folder, self.read_report)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,8 @@ from fashionlab.data.counted_list import (
     read_counted_list,
     split_name_and_value,
 )
+from fashionlab.data.image_table import ImageTableDataModule
+from fashionlab.data.reader_utils import write_read_report
 from fashionlab.errors import ConfigError, DataFormatError
 
 log = logging.getLogger(__name__)
@@ -155,7 +158,6 @@ def _check_same_images(reference: pd.Series, ref_file: Path, other: Sequence[str
 
 def deepfashion_table(
     root: str | Path,
-    category_task: str | None = "category",
     body_parts: Sequence[str] = ("upper", "lower", "full"),
     attribute_groups: Sequence[str] = (),
     images_dir: str = "",
@@ -163,8 +165,9 @@ def deepfashion_table(
     """The benchmark as an image table, and the attribute names of each requested group.
 
     Columns: `path` (absolute), `split` (official partition), `id` (image name), `source`
-    (file:line), `category_task` (category name; only images whose category belongs to one of
-    `body_parts`), and one column per attribute group with the list of its positive attributes.
+    (file:line), `category` (name), `body_part` (upper/lower/full), and one column per attribute
+    group with the list of its positive attributes. Only images whose category is worn on one
+    of `body_parts` are kept.
     """
     root = Path(root)
     unknown = [p for p in body_parts if p not in BODY_PARTS.values()]
@@ -186,16 +189,15 @@ def deepfashion_table(
         "id": partition["image"].to_numpy(),
         "source": [f"{files['partition'].name}:{n}" for n in partition["line"]],
     })
-    keep = np.ones(len(table), dtype=bool)
-    if category_task:
-        categories = read_category_cloth(files["category_cloth"])
-        labels = read_category_img(files["category_img"], len(categories))
-        _check_same_images(partition["image"], files["partition"], labels["image"], files["category_img"])
-        label_of = dict(zip(labels["image"], labels["label"], strict=True))
-        names = [categories[label_of[image] - 1] for image in partition["image"]]
-        table[category_task] = [name for name, _ in names]
-        keep &= np.array([part in body_parts for _, part in names], dtype=bool)
-        log.info("DeepFashion: %d of %d images in body parts %s", keep.sum(), len(keep), list(body_parts))
+    categories = read_category_cloth(files["category_cloth"])
+    labels = read_category_img(files["category_img"], len(categories))
+    _check_same_images(partition["image"], files["partition"], labels["image"], files["category_img"])
+    label_of = dict(zip(labels["image"], labels["label"], strict=True))
+    names = [categories[label_of[image] - 1] for image in partition["image"]]
+    table["category"] = [name for name, _ in names]
+    table["body_part"] = [part for _, part in names]
+    keep = table["body_part"].isin(list(body_parts)).to_numpy()
+    log.info("DeepFashion: %d of %d images in body parts %s", keep.sum(), len(keep), list(body_parts))
     groups: dict[str, list[str]] = {}
     if attribute_groups:
         attributes = read_attr_cloth(files["attr_cloth"])
@@ -209,3 +211,28 @@ def deepfashion_table(
             sub = values[:, columns]
             table[group] = [[groups[group][j] for j in np.flatnonzero(row)] for row in sub]
     return table[keep].reset_index(drop=True), groups
+
+
+class DeepFashionDataModule(ImageTableDataModule):
+    """DeepFashion Category and Attribute Prediction: tasks `category`, `body_part` and any of
+    the attribute groups (multilabel), with the official train/val/test partition."""
+
+    tasks_from_data = True
+
+    def __init__(self, body_parts: Sequence[str] = ("upper", "lower", "full"), images_dir: str = "",
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.body_parts = list(body_parts)
+        self.images_dir = images_dir
+        self.read_report: dict[str, Any] = {}
+
+    def read_table(self) -> pd.DataFrame:
+        groups = [t for t in self.tasks_cfg if t in ATTRIBUTE_GROUPS.values()]
+        table, attributes = deepfashion_table(self.require_root(), self.body_parts, groups, self.images_dir)
+        self.read_report = {"images": len(table), "body_parts": self.body_parts,
+                            "attributes": {g: len(names) for g, names in attributes.items()}}
+        return table
+
+    def write_reports(self, folder: str | Path) -> None:
+        super().write_reports(folder)
+        write_read_report(folder, self.read_report)

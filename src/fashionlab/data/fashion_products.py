@@ -18,6 +18,8 @@ from typing import Any
 
 import pandas as pd
 
+from fashionlab.data.image_table import ImageTableDataModule
+from fashionlab.data.reader_utils import write_read_report
 from fashionlab.errors import ConfigError, DataFormatError, DataNotFoundError
 
 log = logging.getLogger(__name__)
@@ -191,3 +193,44 @@ def products_table(
         table = table.reset_index(drop=True)
     report["images"] = len(table)
     return table, report
+
+
+class FashionProductsDataModule(ImageTableDataModule):
+    """Fashion Product Images: one head per configured styles.csv column (see module doc)."""
+
+    tasks_from_data = True
+
+    def __init__(
+        self,
+        layout: str | None = None,
+        styles_file: str = "styles.csv",
+        images_dir: str = "images",
+        image_name: str = "{id}.jpg",
+        missing_images: str = "skip",
+        rare_classes: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.layout = layout
+        self.styles_file = styles_file
+        self.images_dir = images_dir
+        self.image_name = image_name
+        self.missing_images = missing_images
+        self.rare = dict(rare_classes or {})
+        self.read_report: dict[str, Any] = {}
+
+    def read_table(self) -> pd.DataFrame:
+        table, self.read_report = products_table(
+            self.require_root(), list(self.tasks_cfg), self.layout, self.styles_file, self.images_dir,
+            self.image_name, self.missing_images, self.rare)
+        return table
+
+    def write_reports(self, folder: str | Path) -> None:
+        super().write_reports(folder)
+        write_read_report(folder, self.read_report)
+
+    def data_stats(self) -> dict[str, Any]:
+        stats = super().data_stats()
+        stats.update(data_recovered_rows=len(self.read_report.get("recovered_rows", [])),
+                     data_missing_images=len(self.read_report.get("missing_images", [])))
+        return stats
