@@ -39,7 +39,7 @@ class TaskMetrics(nn.Module):
             self.per_class_f1 = MulticlassF1Score(average="none", **kw)
             self.confusion = MulticlassConfusionMatrix(**kw)
         else:
-            kw = {"num_labels": n}
+            kw = {"num_labels": n, "ignore_index": IGNORE_INDEX}
             self.scalars = MetricCollection({
                 "acc": MultilabelAccuracy(average="micro", **kw),
                 "f1_macro": MultilabelF1Score(average="macro", **kw),
