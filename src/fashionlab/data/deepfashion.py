@@ -133,7 +133,8 @@ def read_attr_img(path: str | Path, num_attributes: int) -> tuple[list[str], np.
     path = open_text(path)
     declared, _ = read_count_and_header(path)
     try:
-        table = pd.read_csv(path, sep=r"\s+", header=None, skiprows=2, dtype={0: str},
+        dtypes = {0: str, **dict.fromkeys(range(1, num_attributes + 1), np.int8)}
+        table = pd.read_csv(path, sep=r"\s+", header=None, skiprows=2, dtype=dtypes,
                             encoding="utf-8-sig", engine="c")
         matrix = table.iloc[:, 1:].to_numpy()
         if table.shape[1] != num_attributes + 1 or not np.isin(matrix, (1, -1, 0)).all():
