@@ -318,3 +318,13 @@ def test_celeba_errors(tmp_path):
     (tmp_path / "list_attr_celeba.txt").unlink()
     with pytest.raises(DataNotFoundError, match=r"list_attr_celeba\.txt not found; looked for .*Anno"):
         celeba_style_table(tmp_path, STYLE_RULES)
+
+
+def test_deepfashion_attribute_values_other_than_1_0_minus1_name_the_line(tmp_path):
+    write_deepfashion(tmp_path)
+    path = tmp_path / "Anno/list_attr_img.txt"
+    lines = path.read_text().splitlines()
+    name = lines[5].split()[0]
+    _replace_line(path, 6, name + "   " + " ".join(["2"] + ["-1"] * (len(DF_ATTRIBUTES) - 1)))
+    with pytest.raises(DataFormatError, match=r"list_attr_img\.txt:6: attribute value '2' is not 1, -1 or 0"):
+        read_attr_img(path, len(DF_ATTRIBUTES))
