@@ -137,6 +137,17 @@ def test_rare_classes_unknown_action():
         rare_classes(pd.DataFrame({"a": ["x", "y", "y"]}), "a", 2, "fold")
 
 
+def test_products_layouts_are_found(tmp_path):
+    write_fashion_products(tmp_path / "archive", layout="fashion-dataset", n=4)
+    table, report = products_table(tmp_path / "archive", FOUR)
+    assert report["styles_file"] == str(tmp_path / "archive" / "fashion-dataset" / "styles.csv")
+    assert len(table) == 4 + 2 + 1 + 1  # regular, recovered, corrupt (checked later), rare
+    table, _ = products_table(tmp_path / "archive", FOUR, layout="fashion-dataset")
+    assert len(table) == 8
+    with pytest.raises(DataNotFoundError, match=r"styles\.csv not found; looked in \S*/myntradataset\."):
+        products_table(tmp_path / "archive", FOUR, layout="myntradataset")
+
+
 def test_products_full_layout_and_errors(tmp_path):
     write_fashion_products(tmp_path / "full", layout="", n=8)
     table, _ = products_table(tmp_path / "full", ["articleType", "season"])
