@@ -393,11 +393,11 @@ class ImageTableDataModule(MultiTaskDataModule):
 
     def _assign_splits(self, table: pd.DataFrame, tasks: list[TaskSpec],
                        targets: dict[str, np.ndarray]) -> np.ndarray:
-        labels = self._split_labels(tasks, targets)
         n = len(table)
         has_official = "split" in table.columns and table["split"].map(
             lambda v: not is_missing(v)).any()
         if not has_official:
+            labels = self._split_labels(tasks, targets)
             split_of = np.full(n, "train", dtype=object)
             n_test = _size(self.test_size, n, "data.test_size")
             n_val = _size(self.val_size, n, "data.val_size")
@@ -421,7 +421,7 @@ class ImageTableDataModule(MultiTaskDataModule):
                 continue
             train = np.flatnonzero(split_of == "train")
             count = _size(size, len(train), key)
-            _, held = _holdout(labels[train], count, self.seed + offset)
+            _, held = _holdout(self._split_labels(tasks, targets)[train], count, self.seed + offset)
             split_of[train[held]] = split
             log.info("no official %s split: %d images carved from train (%s)", split, len(held), key)
         return split_of
