@@ -33,9 +33,13 @@ def test_backbone_configs(option, compose_cfg, base):
 
 @pytest.mark.parametrize("option", options("data"))
 def test_data_configs(option, compose_cfg, base):
-    cfg = compose_cfg([*base, f"data={option}"])
+    # the tiny run's data.* overrides, where this data config has the key (data.root always)
+    others = [o for o in base if not o.startswith("data.")]
+    keys = compose_cfg([*others, f"data={option}"]).data
+    data = [o for o in base if o.startswith("data.") and o.split("=")[0][len("data."):] in keys]
+    cfg = compose_cfg([*others, *data, f"data={option}"])
     datamodule = instantiate(cfg.data, _recursive_=False)
-    assert datamodule.tasks
+    assert datamodule.tasks_cfg and cfg.data.get("main_task") in (None, *cfg.data.tasks)
     for split in ("train", "eval"):
         assert callable(instantiate(cfg.data.transforms[split]))
 

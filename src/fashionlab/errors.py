@@ -26,3 +26,12 @@ class UnknownBackboneError(FashionlabError, KeyError):
 
 class PretrainedWeightsNotFoundError(FashionlabError, FileNotFoundError):
     """Pretrained weights were requested but none could be found locally."""
+
+
+class BadImageError(DataFormatError):
+    """An image file is missing, unreadable, truncated, corrupt or a decompression bomb."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason

@@ -1,11 +1,15 @@
-"""LightningDataModule shared by all dataset formats: splits, transforms, loaders, fingerprint."""
+"""LightningDataModule shared by all dataset formats: splits, transforms, loaders, fingerprint.
+
+A format subclass either implements `load_splits()` (in-memory arrays, e.g. Fashion-MNIST) or
+overrides `build_datasets()` (e.g. file-backed tables, see `image_table.py`); tasks, loaders, class
+counts, the optional weighted train sampler and the fingerprint are shared.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-from abc import abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,7 +18,7 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 from lightning.fabric.utilities.seed import pl_worker_init_function
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fashionlab.data.array_dataset import ArrayImageDataset
 from fashionlab.data.tasks import TaskSpec, derive_parent_targets, tasks_from_config
@@ -35,7 +39,16 @@ def seed_worker(worker_id: int) -> None:
 
 
 class MultiTaskDataModule(L.LightningDataModule):
-    """Base data module. A format subclass implements `load_splits()`; the rest is shared."""
+    """Base data module. A format subclass implements `load_splits()` or `build_datasets()`.
+
+    `tasks` are the TaskSpecs the model is built with; `report_dir` (set by the training run to
+    its run folder) is where a subclass writes data reports; `main_task` names the task that
+    selects checkpoints by default (`training.monitor`) and stratifies splits.
+    """
+
+    #: True when the resolved tasks depend on the data (e.g. `classes: auto`): `tasks` then
+    #: reads the data on first access; otherwise the tasks config is checked at construction.
+    tasks_from_data: bool = False
 
     def __init__(
         self,
@@ -47,9 +60,13 @@ class MultiTaskDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         pin_memory: bool = False,
+        main_task: str | None = None,
+        report_dir: str | None = None,
     ) -> None:
         super().__init__()
-        self.tasks: list[TaskSpec] = tasks_from_config(tasks)
+        self.tasks_cfg = tasks
+        self._tasks: list[TaskSpec] | None = (
+            None if self.tasks_from_data else tasks_from_config(tasks))
         self.transforms_cfg = transforms
         self.image_size = int(image_size)
         self.batch_size = int(batch_size)
@@ -57,33 +74,63 @@ class MultiTaskDataModule(L.LightningDataModule):
         self.num_workers = int(num_workers)
         self.seed = int(seed)
         self.pin_memory = pin_memory
-        self.splits: dict[str, ArrayImageDataset] = {}
+        self.main_task = main_task
+        self.report_dir = report_dir
+        self.splits: dict[str, Dataset] = {}
 
-    @abstractmethod
+    @property
+    def tasks(self) -> list[TaskSpec]:
+        """The resolved tasks (a subclass may need to read its data to know the classes)."""
+        if self._tasks is None:
+            self._tasks = self.resolve_tasks()
+        return self._tasks
+
+    @tasks.setter
+    def tasks(self, value: list[TaskSpec]) -> None:
+        self._tasks = list(value)
+
+    def resolve_tasks(self) -> list[TaskSpec]:
+        """TaskSpecs from the `tasks` config (override to take classes from the data)."""
+        return tasks_from_config(self.tasks_cfg)
+
     def load_splits(self) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]:
         """Return {split: (images, {task: labels})} for train, val and test."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither load_splits() "
+                                  f"nor build_datasets()")
+
+    def build_datasets(self, train_tf: Any, eval_tf: Any) -> dict[str, Dataset]:
+        """{split: dataset} for train, val and test; each dataset has `targets` ({task: array})."""
+        splits: dict[str, Dataset] = {}
+        for split, (images, targets) in self.load_splits().items():
+            targets = derive_parent_targets(self.tasks, targets)
+            targets = {t.name: targets[t.name] for t in self.tasks}
+            transform = train_tf if split == "train" else eval_tf
+            splits[split] = ArrayImageDataset(images, targets, transform)
+        return splits
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
         train_tf = instantiate(self.transforms_cfg["train"])
         eval_tf = instantiate(self.transforms_cfg["eval"])
-        for split, (images, targets) in self.load_splits().items():
-            targets = derive_parent_targets(self.tasks, targets)
-            targets = {t.name: targets[t.name] for t in self.tasks}
-            transform = train_tf if split == "train" else eval_tf
-            self.splits[split] = ArrayImageDataset(images, targets, transform)
+        self.splits = self.build_datasets(train_tf, eval_tf)
         log.info(
             "data: %s",
             ", ".join(f"{name}={len(ds)}" for name, ds in self.splits.items()),
         )
 
+    def train_sampler(self) -> Sampler | None:
+        """A sampler for the train loader (None: shuffle)."""
+        return None
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
+        sampler = self.train_sampler() if split == "train" else None
         return DataLoader(
             self.splits[split],
             batch_size=self.batch_size if split == "train" else self.eval_batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             drop_last=shuffle and len(self.splits[split]) > self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
@@ -107,7 +154,8 @@ class MultiTaskDataModule(L.LightningDataModule):
         for task in self.tasks:
             labels = self.splits[split].targets[task.name]
             if task.kind == "multilabel":
-                counts[task.name] = np.asarray(labels).sum(axis=0)
+                labels = np.asarray(labels)
+                counts[task.name] = np.where(labels > 0, 1, 0).sum(axis=0)
             else:
                 valid = labels[labels >= 0]
                 counts[task.name] = np.bincount(valid, minlength=task.num_classes)
@@ -122,7 +170,16 @@ class MultiTaskDataModule(L.LightningDataModule):
         for split in SPLITS:
             ds = self.splits[split]
             digest.update(split.encode())
-            digest.update(np.ascontiguousarray(ds.images).tobytes())
+            self.fingerprint_items(digest, ds)
             for task in self.tasks:
                 digest.update(np.ascontiguousarray(ds.targets[task.name]).tobytes())
         return digest.hexdigest()
+
+    def fingerprint_items(self, digest: Any, dataset: Dataset) -> None:
+        """Feed what identifies a split's images into `digest` (here: the pixel arrays)."""
+        digest.update(np.ascontiguousarray(dataset.images).tobytes())
+
+    def data_stats(self) -> dict[str, Any]:
+        """Extra numbers for metrics.json (split sizes; subclasses add e.g. skipped files)."""
+        self.setup()
+        return {f"data_num_{split}": len(ds) for split, ds in self.splits.items()}

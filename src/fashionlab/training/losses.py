@@ -25,7 +25,8 @@ def balanced_class_weights(counts: np.ndarray) -> torch.Tensor:
 
 
 class MultiTaskLoss(nn.Module):
-    """Weighted sum of per-task losses. Labels equal to IGNORE_INDEX (-1) do not count."""
+    """Weighted sum of per-task losses. Labels equal to IGNORE_INDEX (-1) do not count (multilabel:
+    rows of -1 are items whose labels are unknown)."""
 
     def __init__(
         self,
@@ -84,7 +85,12 @@ class MultiTaskLoss(nn.Module):
                     label_smoothing=self.label_smoothing,
                 )
             else:
-                loss = F.binary_cross_entropy_with_logits(out, target.float(), pos_weight=weight)
+                known = target >= 0
+                if not known.any():
+                    continue
+                per_label = F.binary_cross_entropy_with_logits(
+                    out, target.float().clamp(min=0), pos_weight=weight, reduction="none")
+                loss = (per_label * known).sum() / known.sum()
             parts[task.name] = loss
             total = total + self.task_weights[task.name] * loss
         return total, parts

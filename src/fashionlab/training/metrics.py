@@ -18,6 +18,7 @@ from torchmetrics.classification import (
 )
 
 from fashionlab.data.tasks import IGNORE_INDEX, TaskSpec
+from fashionlab.models.hierarchy import constrained_predictions
 
 SCALAR_METRICS = ("acc", "f1_macro", "f1_weighted")
 
@@ -39,7 +40,7 @@ class TaskMetrics(nn.Module):
             self.per_class_f1 = MulticlassF1Score(average="none", **kw)
             self.confusion = MulticlassConfusionMatrix(**kw)
         else:
-            kw = {"num_labels": n}
+            kw = {"num_labels": n, "ignore_index": IGNORE_INDEX}
             self.scalars = MetricCollection({
                 "acc": MultilabelAccuracy(average="micro", **kw),
                 "f1_macro": MultilabelF1Score(average="macro", **kw),
@@ -69,23 +70,38 @@ class TaskMetrics(nn.Module):
 
 
 class StageMetrics(nn.Module):
-    """TaskMetrics for every task of one stage (train, val or test)."""
+    """TaskMetrics for every task of one stage (train, val or test), plus, for each multiclass
+    task with a parent, `acc_constrained`: accuracy when its class is chosen only among the
+    children of the predicted parent class (`models.hierarchy.constrained_predictions`)."""
 
     def __init__(self, tasks: list[TaskSpec]) -> None:
         super().__init__()
+        self.tasks = tasks
         self.by_task = nn.ModuleDict({t.name: TaskMetrics(t) for t in tasks})
+        self.constrained = nn.ModuleDict({
+            t.name: MulticlassAccuracy(num_classes=t.num_classes, average="micro",
+                                       ignore_index=IGNORE_INDEX)
+            for t in tasks if t.parent and t.kind == "multiclass"
+        })
 
     def update(self, logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> None:
         for name, metrics in self.by_task.items():
             metrics.update(logits[name], targets[name])
+        if len(self.constrained):
+            preds = constrained_predictions(self.tasks, {k: v.detach() for k, v in logits.items()})
+            for name, metric in self.constrained.items():
+                metric.update(preds[name], targets[name].long())
 
     def compute(self, stage: str) -> dict[str, torch.Tensor]:
         """Scalars named `{stage}/{task}/{metric}`."""
-        return {
+        scalars = {
             f"{stage}/{name}/{key}": value
             for name, metrics in self.by_task.items()
             for key, value in metrics.compute().items()
         }
+        for name, metric in self.constrained.items():
+            scalars[f"{stage}/{name}/acc_constrained"] = metric.compute()
+        return scalars
 
     def details(self) -> dict[str, dict[str, torch.Tensor]]:
         return {name: metrics.details() for name, metrics in self.by_task.items()}
@@ -93,3 +109,5 @@ class StageMetrics(nn.Module):
     def reset(self) -> None:
         for metrics in self.by_task.values():
             metrics.reset()
+        for metric in self.constrained.values():
+            metric.reset()

@@ -10,6 +10,7 @@ import torch
 from torch.optim import Optimizer
 
 from fashionlab.data.tasks import TaskSpec, tasks_to_config
+from fashionlab.models.hierarchy import constrained_predictions
 from fashionlab.models.multitask import MultiTaskNet
 from fashionlab.training.losses import MultiTaskLoss
 from fashionlab.training.metrics import StageMetrics
@@ -85,6 +86,15 @@ class MultiTaskClassifier(L.LightningModule):
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._step(batch, "test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Any]:
+        """Per task: `preds` (hierarchy-constrained class indices; multilabel: multi-hot) and
+        `probs` (softmax; multilabel: sigmoid), with the batch's dataset `index`."""
+        logits = self(batch["image"])
+        probs = {t.name: logits[t.name].softmax(dim=1) if t.kind == "multiclass"
+                 else logits[t.name].sigmoid() for t in self.tasks}
+        return {"index": batch["index"], "preds": constrained_predictions(self.tasks, logits),
+                "probs": probs}
 
     def _end_epoch(self, stage: str) -> None:
         metrics = self.stage_metrics[f"{stage}_metrics"]

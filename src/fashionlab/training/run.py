@@ -108,6 +108,7 @@ def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> dic
     run_dir.mkdir(parents=True, exist_ok=True)
 
     datamodule = build_datamodule(cfg)
+    datamodule.report_dir = str(run_dir)
     model = build_model(cfg, datamodule)
     logger = build_logger(cfg)
     callbacks = build_callbacks(cfg, has_logger=bool(logger)) + list(extra_callbacks or [])
@@ -137,6 +138,7 @@ def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> dic
         metrics.update(
             seed=int(cfg.seed),
             data_fingerprint=datamodule.fingerprint(),
+            **datamodule.data_stats(),
             backbone=str(cfg.backbone.name),
             best_checkpoint=best,
             epochs_completed=int(trainer.current_epoch),

@@ -1,0 +1,73 @@
+"""A torch Dataset over image files, decoded on access with `load_rgb`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from fashionlab.data.images import load_rgb
+
+
+class FileImageDataset(Dataset):
+    """Image files plus per-task integer (multiclass) or multi-hot (multilabel) targets.
+
+    `paths` are absolute; `rel_paths` (relative to the data root, for reports and fingerprints)
+    and `ids` (stable item ids) are kept alongside. Items are dicts like ArrayImageDataset's:
+    `image` (after `transform`), `targets` ({task: tensor}) and `index`. A file that fails to
+    decode raises BadImageError naming it.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        targets: dict[str, np.ndarray],
+        transform: Callable[..., dict] | None = None,
+        ids: Sequence[object] | None = None,
+        rel_paths: Sequence[str] | None = None,
+    ) -> None:
+        for task, values in targets.items():
+            if len(values) != len(paths):
+                raise ValueError(f"task {task!r} has {len(values)} labels for {len(paths)} images")
+        self.paths = [str(p) for p in paths]
+        self.rel_paths = [str(p) for p in rel_paths] if rel_paths is not None else list(self.paths)
+        self.ids = list(ids) if ids is not None else list(range(len(self.paths)))
+        self.targets = targets
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def raw_image(self, index: int) -> np.ndarray:
+        """The decoded file, HxWx3 uint8 RGB, before any transform."""
+        return load_rgb(self.paths[index])
+
+    def item_info(self, index: int) -> dict:
+        return {"id": self.ids[index], "path": self.paths[index], "index": index}
+
+    def __getitem__(self, index: int) -> dict:
+        image = self.raw_image(index)
+        if self.transform is not None:
+            image = self.transform(image=image)["image"]
+        else:
+            image = torch.from_numpy(image)
+        targets = {}
+        for task, values in self.targets.items():
+            value = values[index]
+            targets[task] = (
+                torch.as_tensor(value, dtype=torch.float32)
+                if np.ndim(value)
+                else torch.as_tensor(value, dtype=torch.long)
+            )
+        return {"image": image, "targets": targets, "index": index}
+
+
+def relative_to(path: str | Path, root: str | Path) -> str:
+    """`path` relative to `root` when inside it (POSIX separators), else the absolute path."""
+    try:
+        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return str(path)
