@@ -92,6 +92,10 @@ def test_callback_configs(option, compose_cfg, base):
 
 @pytest.mark.parametrize("option", options("experiment"))
 def test_experiment_configs(option, compose_cfg, base):
-    cfg = compose_cfg([*base, f"experiment={option}"])
+    # the tiny run's data.* overrides, where the experiment's data config has the key
+    others = [o for o in base if not o.startswith("data.")]
+    keys = compose_cfg([*others, f"experiment={option}"]).data
+    data = [o for o in base if o.startswith("data.") and o.split("=")[0][len("data."):] in keys]
+    cfg = compose_cfg([*others, *data, f"experiment={option}"])
     prepare_config(cfg)
     assert cfg.data.tasks and cfg.backbone.name

@@ -204,15 +204,17 @@ class ImageTableDataModule(MultiTaskDataModule):
                     f"(data.tasks.{task_name}); it provides: "
                     f"{', '.join(c for c in table.columns if c in self.tasks_cfg) or 'none'}")
             mapping = {str(k): str(v) for k, v in self.tasks_cfg[child]["parent_of"].items()}
-            table[task_name] = [None if is_missing(v) else mapping.get(str(v))
-                                for v in table[child]]
+            table[task_name] = pd.Series([None if is_missing(v) else mapping.get(str(v))
+                                          for v in table[child]], index=table.index, dtype=object)
         return table
 
     def _normalise_labels(self, table: pd.DataFrame) -> pd.DataFrame:
         for task_name, entry in self.tasks_cfg.items():
             values = table[task_name].tolist()
             if entry["kind"] == "multiclass":
-                table[task_name] = [None if is_missing(v) else str(v).strip() for v in values]
+                # object dtype: pandas 3 would infer its str dtype and turn None into NaN
+                table[task_name] = pd.Series([None if is_missing(v) else str(v).strip() for v in values],
+                                             index=table.index, dtype=object)
             else:
                 out = []
                 for v in values:
@@ -379,11 +381,11 @@ class ImageTableDataModule(MultiTaskDataModule):
 
     def _assign_splits(self, table: pd.DataFrame, tasks: list[TaskSpec],
                        targets: dict[str, np.ndarray]) -> np.ndarray:
-        labels = self._split_labels(tasks, targets)
         n = len(table)
         has_official = "split" in table.columns and table["split"].map(
             lambda v: not is_missing(v)).any()
         if not has_official:
+            labels = self._split_labels(tasks, targets)
             split_of = np.full(n, "train", dtype=object)
             n_test = _size(self.test_size, n, "data.test_size")
             n_val = _size(self.val_size, n, "data.val_size")
@@ -407,7 +409,7 @@ class ImageTableDataModule(MultiTaskDataModule):
                 continue
             train = np.flatnonzero(split_of == "train")
             count = _size(size, len(train), key)
-            _, held = _holdout(labels[train], count, self.seed + offset)
+            _, held = _holdout(self._split_labels(tasks, targets)[train], count, self.seed + offset)
             split_of[train[held]] = split
             log.info("no official %s split: %d images carved from train (%s)", split, len(held), key)
         return split_of
