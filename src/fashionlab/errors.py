@@ -26,3 +26,11 @@ class UnknownBackboneError(FashionlabError, KeyError):
 
 class PretrainedWeightsNotFoundError(FashionlabError, FileNotFoundError):
     """Pretrained weights were requested but none could be found locally."""
+
+
+class CheckpointError(FashionlabError, ValueError):
+    """A checkpoint file is missing, unreadable or lacks what a project checkpoint holds."""
+
+
+class ManifestMismatchError(FashionlabError, ValueError):
+    """An index was built from another model or other data than the one in use."""
