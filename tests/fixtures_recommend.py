@@ -1,110 +1,104 @@
-"""Fixture writers for the recommendation tests: a tiny trained checkpoint, its evaluation
-directory, photo files exported from the catalogue, and face images for the style model."""
+"""Fixture writers for the recommendation tests: a tiny fashion_mnist_attrs checkpoint and its
+evaluation directory, photo files exported from the catalogue, a CelebA-format set of face-like
+pictures for the style model, and face photos to recommend outfits for."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from fixtures_readers import CELEBA_ATTRIBUTES, CELEBA_HEADER
+from fixtures_runs import compose_config, evaluate_run
 from PIL import Image
 
-from fashionlab.data.datamodule import MultiTaskDataModule
 from fashionlab.training.run import train
 
-from conftest import CONF, tiny_overrides
+from conftest import tiny_overrides
 
 STYLES = ("formal", "casual", "intellectual")
+# The CelebA attribute that makes each style under conf/data/celeba_style.yaml's rules.
+STYLE_ATTRIBUTE = {"formal": "Wearing_Necktie", "casual": "Wearing_Hat", "intellectual": "Eyeglasses"}
 
 
-def compose_train(overrides: list[str]) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = cfg.hydra.run.dir
-    GlobalHydra.instance().clear()
-    return cfg
-
-
-def train_tiny(cfg: DictConfig) -> Path:
-    """Train `cfg` and return its best checkpoint."""
+def train_fashion_model(fmnist_dir: Path, out_dir: Path) -> Path:
+    """Two short epochs of EfficientNet-Lite0 at 32 px on fashion_mnist_attrs; the best checkpoint."""
+    cfg = compose_config("train", [*tiny_overrides(fmnist_dir, out_dir), "data=fashion_mnist_attrs",
+                                   "data.image_size=32", "trainer.max_epochs=2", "training.freeze_epochs=0",
+                                   "optimizer.lr=5e-3", "test=false"])
     train(cfg)
-    return Path(cfg.paths.output_dir) / "checkpoints" / "best.ckpt"
+    return out_dir / "checkpoints" / "best.ckpt"
+
+
+def make_eval_dir(ckpt: Path, out: Path) -> Path:
+    """evaluate.py's evaluation directory for `ckpt` (flat index, gallery = train split)."""
+    return evaluate_run(ckpt.parent.parent, out)
 
 
 def face_image(style: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
-    """A face-like RGB picture: skin-coloured oval with eyes on a plain background; the style is
-    in what is worn: formal = dark jacket and white collar, casual = bright T-shirt,
-    intellectual = glasses and a knitted (striped) top."""
+    """A face-like RGB picture: skin-coloured oval with eyes on a plain background, plus the
+    style's cue: formal = dark jacket and white necktie, casual = a bright cap and T-shirt,
+    intellectual = glasses and a striped knitted top."""
     y, x = np.mgrid[:size, :size]
     image = np.zeros((size, size, 3), dtype=np.float32) + rng.uniform(150, 230, 3)
-    face = ((x - size / 2) / (size * 0.22)) ** 2 + ((y - size * 0.38) / (size * 0.28)) ** 2 <= 1
+    face = ((x - size / 2) / (size * 0.22)) ** 2 + ((y - size * 0.4) / (size * 0.28)) ** 2 <= 1
     image[face] = np.array([224, 172, 140]) + rng.normal(0, 8, 3)
-    eye_y = int(size * 0.33)
+    eye_y = int(size * 0.36)
     for eye_x in (int(size * 0.4), int(size * 0.6)):
         image[eye_y - 1:eye_y + 1, eye_x - 1:eye_x + 1] = 40
-    body = y >= int(size * 0.72)
+    body = y >= int(size * 0.74)
     if style == 0:
         image[body] = [30, 30, 45]
         image[body & (abs(x - size / 2) < size * 0.08)] = 245
     elif style == 1:
-        image[body] = rng.choice([[230, 60, 50], [60, 170, 230], [250, 200, 40]])
+        colour = rng.choice([[230, 60, 50], [60, 170, 230], [250, 200, 40]])
+        image[body] = colour
+        image[(y < size * 0.2) & (abs(x - size / 2) < size * 0.26)] = colour
     else:
         image[body] = [120, 90, 60]
         image[body & (y % 3 == 0)] = [170, 140, 100]
         for eye_x in (int(size * 0.4), int(size * 0.6)):
-            ring = np.abs(np.hypot(x - eye_x, y - eye_y) - size * 0.07) < 0.9
-            image[ring] = 10
+            image[np.abs(np.hypot(x - eye_x, y - eye_y) - size * 0.07) < 0.9] = 10
     image += rng.normal(0, 6, image.shape)
     return image.clip(0, 255).astype(np.uint8)
 
 
-class FaceStyleDataModule(MultiTaskDataModule):
-    """Generated face pictures labelled formal / casual / intellectual (task `style`)."""
-
-    def __init__(self, n_per_class: int = 24, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.n_per_class = int(n_per_class)
-
-    def load_splits(self) -> dict:
-        out = {}
-        for offset, split in enumerate(("train", "val", "test")):
-            rng = np.random.default_rng(self.seed + offset)
-            n = self.n_per_class if split == "train" else max(3, self.n_per_class // 4)
-            labels = np.repeat(np.arange(len(STYLES)), n)
-            images = np.stack([face_image(int(s), rng, self.image_size) for s in labels])
-            out[split] = (images, {"style": labels})
-        return out
-
-
-def face_style_data_config(image_size: int = 32) -> dict:
-    steps = [{"_target_": "albumentations.Resize", "height": image_size, "width": image_size},
-             {"_target_": "albumentations.Normalize", "mean": [0.5] * 3, "std": [0.5] * 3},
-             {"_target_": "albumentations.ToTensorV2"}]
-    pipeline = {"_target_": "albumentations.Compose", "_convert_": "all", "transforms": steps}
-    return {
-        "_target_": f"{__name__}.FaceStyleDataModule",
-        "image_size": image_size, "batch_size": 24, "eval_batch_size": 64, "seed": 0,
-        "tasks": {"style": {"kind": "multiclass", "classes": list(STYLES)}},
-        "transforms": {"hflip_p": 0.5, "train": pipeline, "eval": pipeline},
-    }
+def write_celeba_faces(root: Path, per_style: int = 30, seed: int = 0) -> Path:
+    """list_attr_celeba.txt, list_eval_partition.txt and img_align_celeba/ in CelebA's published
+    layout, with face-like pictures whose one style attribute is visible in the picture."""
+    rng = np.random.default_rng(seed)
+    column = {a: j for j, a in enumerate(CELEBA_ATTRIBUTES)}
+    rows, parts = [], []
+    (root / "img_align_celeba").mkdir(parents=True, exist_ok=True)
+    for i in range(per_style * len(STYLES)):
+        style = i % len(STYLES)
+        name = f"{i + 1:06d}.jpg"
+        values = rng.choice([-1, 1], size=len(CELEBA_ATTRIBUTES))
+        for attribute in (*STYLE_ATTRIBUTE.values(), "Heavy_Makeup"):
+            values[column[attribute]] = -1
+        values[column[STYLE_ATTRIBUTE[STYLES[style]]]] = 1
+        rows.append(name + " " + " ".join(f"{v:2d}" for v in values))
+        fold = i // len(STYLES) % 6
+        parts.append(f"{name} {0 if fold < 4 else fold - 3}")
+        Image.fromarray(face_image(style, rng, 40)).save(root / "img_align_celeba" / name, quality=95)
+    (root / "list_attr_celeba.txt").write_text("\n".join([str(len(rows)), CELEBA_HEADER, *rows]) + "\n")
+    (root / "list_eval_partition.txt").write_text("\n".join(parts) + "\n")
+    return root
 
 
-def face_style_config(fmnist_dir: Path, out_dir: Path) -> DictConfig:
-    cfg = compose_train([*tiny_overrides(fmnist_dir, out_dir), "training.monitor=val/style/acc",
-                         "trainer.max_epochs=2", "training.freeze_epochs=0", "optimizer.lr=5e-3",
-                         "test=false"])
-    with open_dict(cfg):
-        cfg.data = OmegaConf.create(face_style_data_config())
-    return cfg
+def train_style_model(celeba_root: Path, out_dir: Path) -> Path:
+    """A few epochs of the face style classifier (data=celeba_style) on the CelebA-format faces."""
+    cfg = compose_config("train", [
+        "data=celeba_style", f"data.root={celeba_root}", "data.image_size=32", "data.batch_size=16",
+        "data.eval_batch_size=32", "data.num_workers=0", "logger=none", "trainer.max_epochs=3",
+        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+        "trainer.num_sanity_val_steps=0", "training.freeze_epochs=0", "training.monitor=val/style/acc",
+        "optimizer.lr=5e-3", "test=false", f"hydra.run.dir={out_dir}"])
+    train(cfg)
+    return out_dir / "checkpoints" / "best.ckpt"
 
 
 def write_faces(folder: Path, per_style: int = 2, seed: int = 99) -> list[Path]:
+    """Face photos (PNG, 64 px) named <style>_<n>.png."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     paths = []
@@ -117,9 +111,8 @@ def write_faces(folder: Path, per_style: int = 2, seed: int = 99) -> list[Path]:
 
 
 def write_photos(images: dict[str, np.ndarray], folder: Path) -> dict[str, Path]:
-    """Save RGB arrays as photo files in several encodings: `name` ending in .png (lossless RGB),
-    .jpg (lossy), _rgba.png, _gray.png (L). Returns name -> path."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Save RGB arrays as photo files, the encoding chosen by the name: .png (lossless RGB), .jpg,
+    *_rgba.png (RGBA), *_gray.png (L). Returns name -> path."""
     paths = {}
     for name, image in images.items():
         path = folder / name
@@ -132,10 +125,3 @@ def write_photos(images: dict[str, np.ndarray], folder: Path) -> dict[str, Path]
         picture.save(path)
         paths[name] = path
     return paths
-
-
-def make_eval_dir(ckpt: Path, out: Path) -> Path:
-    """The evaluation directory of `ckpt` (index, gallery table, manifest)."""
-    from _standin_eval import build_eval_dir
-
-    return build_eval_dir(ckpt, out)

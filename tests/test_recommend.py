@@ -17,13 +17,14 @@ import pytest
 import tomllib
 from fixtures_recommend import (
     STYLES,
-    compose_train,
-    face_style_config,
     make_eval_dir,
-    train_tiny,
+    train_fashion_model,
+    train_style_model,
+    write_celeba_faces,
     write_faces,
     write_photos,
 )
+from omegaconf import OmegaConf
 from PIL import Image
 
 from fashionlab.cli import main
@@ -33,9 +34,10 @@ from fashionlab.recommend.profile import build_profile
 from fashionlab.recommend.webapp import UploadError, read_upload, streamlit_command
 from fashionlab.retrieval.catalogue import Catalogue
 
-from conftest import ROOT, run_script, tiny_overrides
+from conftest import ROOT, run_script
 
 ARTIFACTS = ROOT / "test-artifacts"
+PARENT_OF = OmegaConf.load(ROOT / "conf" / "data" / "fashion_mnist.yaml").tasks.article.parent_of
 
 
 @pytest.fixture(scope="session")
@@ -43,16 +45,7 @@ def rec(fmnist_dir, tmp_path_factory) -> SimpleNamespace:
     """One tiny trained checkpoint, its evaluation directory, photos exported from the catalogue
     (PNG, JPEG, RGBA, grayscale, in a subfolder, plus an unreadable file), and a style model."""
     root = tmp_path_factory.mktemp("recommend")
-    cfg = compose_train(
-        [
-            *tiny_overrides(fmnist_dir, root / "run"),
-            "trainer.max_epochs=2",
-            "training.freeze_epochs=0",
-            "optimizer.lr=5e-3",
-            "test=false",
-        ]
-    )
-    ckpt = train_tiny(cfg)
+    ckpt = train_fashion_model(fmnist_dir, root / "run")
     eval_dir = make_eval_dir(ckpt, root / "eval")
     catalogue = Catalogue.load(eval_dir)
     ids = list(range(0, 40, 3))
@@ -63,7 +56,7 @@ def rec(fmnist_dir, tmp_path_factory) -> SimpleNamespace:
     photos = root / "photos"
     paths = write_photos({name: catalogue.image(item) for name, item in names.items()}, photos)
     (photos / "sub" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
-    style_ckpt = train_tiny(face_style_config(fmnist_dir, root / "style"))
+    style_ckpt = train_style_model(write_celeba_faces(root / "celeba"), root / "style")
     return SimpleNamespace(
         ckpt=ckpt,
         eval_dir=eval_dir,
@@ -73,6 +66,11 @@ def rec(fmnist_dir, tmp_path_factory) -> SimpleNamespace:
         style_ckpt=style_ckpt,
         faces=write_faces(root / "faces"),
     )
+
+
+def plain_pngs(rec) -> list[str]:
+    """Photos saved as plain RGB PNG: the catalogue item's exact pixels."""
+    return sorted(p for p in rec.ids if re.search(r"/\d{3}\.png$", p))
 
 
 def cli(*args, capsys) -> tuple[int, str, str]:
@@ -101,14 +99,16 @@ def test_predict_writes_csv_json_and_txt(rec, tmp_path, capsys):
     broken = table[table["path"].str.endswith("broken.jpg")]
     assert len(broken) == 1 and "broken.jpg" in broken["error"].iloc[0]
     assert "broken.jpg" in err
-    lossless = table[table["path"].isin([p for p in rec.ids if p.endswith(".png")])]
-    assert len(lossless) >= 9
+    lossless = table[table["path"].isin(plain_pngs(rec))]
+    assert len(lossless) == len(plain_pngs(rec)) >= 3
     for row in lossless.to_dict("records"):
         item = gallery.iloc[rec.ids[row["path"]]]
-        # the same pixels as the catalogue item give the catalogue's prediction, hierarchy included
-        assert row["article"] == item["pred_article"]
-        assert row["category"] == item["pred_category"]
-        assert row["full_label"] == f"{item['pred_category']}-{item['pred_article']}"
+        # the same pixels as the catalogue item give the catalogue's prediction (top-level tasks)
+        for task in ("category", "colour", "pattern"):
+            assert row[task] == item[f"pred_{task}"], task
+        # the article is chosen among the children of the predicted category
+        assert PARENT_OF[row["article"]] == row["category"]
+        assert row["full_label"] == f"{row['category']}-{row['article']}"
         assert 0 < row["article_prob"] <= 1
 
     assert cli("predict", rec.photos, "--ckpt", rec.ckpt, "-o", tmp_path / "p.json", capsys=capsys)[0] == 0
@@ -126,7 +126,7 @@ def test_predict_writes_csv_json_and_txt(rec, tmp_path, capsys):
 
 
 def test_similar_ranks_the_query_item_first(rec, tmp_path, capsys):
-    query = next(p for p in rec.ids if p.endswith("0.png") or p.endswith("3.png"))
+    query = plain_pngs(rec)[1]
     code, out, err = cli(
         "similar", "--index", rec.eval_dir, query, "-k", 4, "-o", tmp_path / "grid.png", capsys=capsys
     )
@@ -153,7 +153,7 @@ def test_similar_random_query_is_left_out(rec, capsys):
 
 def test_profile_combines_attributes_and_embedding(rec, tmp_path, capsys):
     gallery = rec.catalogue.gallery
-    pngs = sorted(p for p in rec.ids if p.endswith(".png"))
+    pngs = plain_pngs(rec)
     category = gallery.iloc[rec.ids[pngs[0]]]["pred_category"]
     liked = [p for p in pngs if gallery.iloc[rec.ids[p]]["pred_category"] == category][:3]
     _, predictor = open_index(rec.eval_dir)
@@ -330,7 +330,7 @@ def test_console_script_and_module_entry(rec):
 
 
 def test_upload_validation(rec, tmp_path):
-    png = next(p for p in rec.ids if p.endswith(".png"))
+    png = plain_pngs(rec)[0]
     data = Path(png).read_bytes()
     assert read_upload("a.png", data, 2**20).shape[2] == 3
     with pytest.raises(UploadError, match=r"a\.png is .* MB; the limit is"):
@@ -398,10 +398,10 @@ def test_app_in_headless_chromium(rec, browser, tmp_path):
         upload = wait_for(
             lambda: browser.find_elements(By.CSS_SELECTOR, "input[type=file]"), 90, "the uploader"
         )
-        query = next(p for p in rec.ids if p.endswith(".png") and "_" not in Path(p).name)
+        query = plain_pngs(rec)[2]
         upload[0].send_keys(query)
-        item = rec.catalogue.gallery.iloc[rec.ids[query]]
-        expected = f"Predicted: {item['pred_category']}-{item['pred_article']}"
+        _, predictor = open_index(rec.eval_dir)
+        expected = f"Predicted: {predictor.predict([np.asarray(Image.open(query))]).full_label(0)}"
         wait_for(lambda: expected in browser.find_element(By.TAG_NAME, "body").text, 90, expected)
         results = wait_for(
             lambda: (

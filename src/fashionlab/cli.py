@@ -233,7 +233,7 @@ def _outfit(args, cfg) -> None:
         catalogue,
         files,
         cfg.outfit.styles,
-        items=args.items or int(cfg.outfit.items),
+        items=args.items or int(cfg.outfit.items_per_face),
         style_task=args.style_task or cfg.outfit.style_task,
         seed=int(cfg.outfit.seed),
         progress=not args.quiet,

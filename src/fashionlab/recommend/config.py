@@ -35,12 +35,13 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     return cfg
 
 
-def task_by_name(tasks: list[TaskSpec], name: str, what: str = "task") -> TaskSpec:
-    """The task called `name`; a clear error listing the model's tasks otherwise."""
+def task_by_name(tasks: list[TaskSpec], name: str, what: str = "task",
+                 owner: str = "the model's") -> TaskSpec:
+    """The task called `name`; a clear error listing the known tasks otherwise."""
     for task in tasks:
         if task.name == name:
             return task
-    raise ConfigError(f"unknown {what} {name!r}; the model's tasks are: {', '.join(t.name for t in tasks)}")
+    raise ConfigError(f"unknown {what} {name!r}; {owner} tasks are: {', '.join(t.name for t in tasks)}")
 
 
 def category_task(tasks: list[TaskSpec], name: str | None) -> TaskSpec:

@@ -61,7 +61,7 @@ def check_styles(
         )
     for style in style_names:
         for task_name, classes in (styles[style] or {}).items():
-            task = task_by_name(tasks, task_name, f"task in outfit.styles.{style}")
+            task = task_by_name(tasks, task_name, f"task in outfit.styles.{style}", "the catalogue's")
             for name in classes:
                 if name not in task.classes:
                     raise ConfigError(
@@ -160,8 +160,6 @@ def recommend_outfits(
     progress: bool = True,
 ) -> Outfits:
     task = task_by_name(style_predictor.tasks, style_task) if style_task else style_predictor.tasks[0]
-    if task.kind != "multiclass":
-        raise ConfigError(f"style task {task.name!r} must be multiclass")
     if items < 1:
         raise ConfigError(f"--items must be at least 1 (got {items})")
     clusters = cluster_catalogue(catalogue, list(task.classes), styles, seed=seed)
@@ -173,12 +171,11 @@ def recommend_outfits(
     for i, path in enumerate(files):
         row = {"file": str(path), "style": None, "style_prob": None, "items": [], "error": errors[i]}
         if i in where:
-            style = preds.labels[task.name][where[i]]
-            row.update(
-                style=style,
-                style_prob=round(preds.confidence(task.name, where[i]), 4),
-                items=[int(j) for j in clusters.members[style][:items]],
-            )
+            # the most likely style (for a multilabel style task too: one outfit per face)
+            probs = preds.probs[task.name][where[i]]
+            style = task.classes[int(np.argmax(probs))]
+            row.update(style=style, style_prob=round(float(probs.max()), 4),
+                       items=[int(j) for j in clusters.members[style][:items]])
         rows.append(row)
     return Outfits(pd.DataFrame(rows), clusters.summary)
 
@@ -187,7 +184,7 @@ def outfit_lines(outfits: Outfits) -> list[str]:
     """One tab-separated line per face: file, style, comma-separated item ids (or ERROR, message)."""
     lines = []
     for row in outfits.faces.to_dict("records"):
-        if row["error"] is not None:
+        if isinstance(row["error"], str):
             lines.append(f"{row['file']}\tERROR\t{row['error']}")
         else:
             lines.append(f"{row['file']}\t{row['style']}\t{','.join(map(str, row['items']))}")

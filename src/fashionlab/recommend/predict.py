@@ -103,10 +103,13 @@ class Predictions:
             return [float(self.probs[task][i, spec.class_index(c)]) for c in label]
         return float(self.probs[task][i, spec.class_index(label)])
 
-    def full_label(self, i: int) -> str:
-        names = {t.name: self.labels[t.name][i] for t in self.tasks if t.kind == "multiclass"}
-        multiclass = [t for t in self.tasks if t.kind == "multiclass"]
-        return full_label(multiclass, names) if multiclass else ""
+    def full_label(self, i: int) -> str | None:
+        """`parent-child` label over the task hierarchy ("tops-Shirt"); None without hierarchy."""
+        related = {t.parent for t in self.tasks if t.parent} | {t.name for t in self.tasks if t.parent}
+        chain = [t for t in self.tasks if t.name in related and t.kind == "multiclass"]
+        if not chain:
+            return None
+        return full_label(chain, {t.name: self.labels[t.name][i] for t in chain})
 
 
 class Predictor:
@@ -144,7 +147,7 @@ class Predictor:
             raise DataNotFoundError("no images to predict")
         data = _Images([self.model_input(im) for im in images], self.transform)
         loader = DataLoader(data, batch_size=self.batch_size, shuffle=False)
-        embeddings, probs = extract(self.checkpoint.module, loader)
+        embeddings, probs = extract(self.checkpoint.module, loader, progress=False)
         probs = {name: np.asarray(p, dtype=np.float32) for name, p in probs.items()}
         multiclass = [t for t in self.tasks if t.kind == "multiclass"]
         labels: dict[str, list] = {}
@@ -214,6 +217,12 @@ def predict_folder(predictor: Predictor, folder: str | Path, progress: bool = Tr
     return predict_files(predictor, list_files(folder), progress=progress)
 
 
+def error_of(row: dict) -> str | None:
+    """The row's error message, None for a readable file (pandas may store None as NaN)."""
+    error = row.get("error")
+    return error if isinstance(error, str) else None
+
+
 def public_columns(table: pd.DataFrame) -> pd.DataFrame:
     return table[[c for c in table.columns if not c.startswith("_")]]
 
@@ -238,8 +247,8 @@ def write_predictions(table: pd.DataFrame, tasks: list[TaskSpec], out: str | Pat
 def prediction_records(table: pd.DataFrame, tasks: list[TaskSpec]) -> list[dict]:
     records = []
     for row in table.to_dict("records"):
-        record: dict = {"path": row["path"], "error": row["error"]}
-        if row["error"] is None:
+        record: dict = {"path": row["path"], "error": error_of(row)}
+        if record["error"] is None:
             record["full_label"] = row["full_label"]
             record["tasks"] = {
                 t.name: {
@@ -258,7 +267,7 @@ def prediction_records(table: pd.DataFrame, tasks: list[TaskSpec]) -> list[dict]
 def prediction_lines(table: pd.DataFrame, tasks: list[TaskSpec]) -> list[str]:
     lines = []
     for row in table.to_dict("records"):
-        if row["error"] is not None:
+        if error_of(row) is not None:
             lines.append(f"{row['path']}\tERROR\t{row['error']}")
             continue
         parts = [f"{t.name}={row[t.name]} ({row[f'{t.name}_prob']})" for t in tasks]

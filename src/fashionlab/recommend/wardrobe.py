@@ -11,7 +11,7 @@ from fashionlab.data.images import load_rgb
 from fashionlab.errors import DataNotFoundError
 from fashionlab.recommend.config import category_task
 from fashionlab.recommend.grids import save_grid
-from fashionlab.recommend.predict import Predictor, predict_folder
+from fashionlab.recommend.predict import Predictor, error_of, predict_folder
 
 
 @dataclass
@@ -30,7 +30,7 @@ def count_wardrobe(
 ) -> Wardrobe:
     task = category_task(predictor.tasks, category)
     table = predict_folder(predictor, folder, progress=progress)
-    errors = [(r["path"], r["error"]) for r in table.to_dict("records") if r["error"] is not None]
+    errors = [(r["path"], error_of(r)) for r in table.to_dict("records") if error_of(r) is not None]
     readable = table[table["error"].isna()]
     if readable.empty:
         raise DataNotFoundError(f"{folder}: none of its {len(table)} files could be read as an image")
