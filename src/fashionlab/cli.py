@@ -111,7 +111,7 @@ def _predict(args, cfg) -> None:
     else:
         print("\n".join(prediction_lines(table, predictor.tasks)))
     for row in table[table["error"].notna()].to_dict("records"):
-        print(f"unreadable: {row['path']}: {row['error']}", file=sys.stderr)
+        print(f"unreadable: {row['error']}", file=sys.stderr)
 
 
 def _similar(args, cfg) -> None:
@@ -207,8 +207,8 @@ def _wardrobe(args, cfg) -> None:
     )
     print(f"{len(wardrobe.predictions)} garments, top {len(wardrobe.counts)} by {wardrobe.task}:")
     _print_table(wardrobe.counts)
-    for path, error in wardrobe.errors:
-        print(f"unreadable: {path}: {error}")
+    for _, error in wardrobe.errors:
+        print(f"unreadable: {error}")
     if args.output:
         for path in save_wardrobe_grids(
             wardrobe,

@@ -176,7 +176,8 @@ def read_images(files: Sequence[Path], progress: bool = True) -> tuple[list[np.n
             errors.append(None)
         except (FashionlabError, OSError, ValueError) as err:
             images.append(None)
-            errors.append(str(err) or type(err).__name__)
+            message = str(err) or type(err).__name__
+            errors.append(message if str(path) in message else f"{path}: {message}")
     return images, errors
 
 

@@ -43,7 +43,7 @@ def _search(
         what = f"the catalogue's {category_name}={category_value} items"
     if exclude is not None:
         allowed[exclude] = False
-        what += " other than the query"
+        what += " without the query item"
     check_k(k, int(allowed.sum()), what)
     allowed_ids = None if allowed.all() else np.flatnonzero(allowed).astype(np.int64)
     scores, ids = catalogue.search(embedding.reshape(1, -1).astype(np.float32), k, allowed_ids=allowed_ids)

@@ -13,7 +13,7 @@ import numpy as np
 from fashionlab.data.images import load_rgb
 from fashionlab.errors import FashionlabError
 
-APP_SCRIPT = Path(__file__).with_name("app.py")
+APP_SCRIPT = Path(__file__).with_name("webui") / "streamlit_app.py"
 
 
 class UploadError(FashionlabError, ValueError):
@@ -23,7 +23,7 @@ class UploadError(FashionlabError, ValueError):
 def read_upload(name: str, data: bytes, max_bytes: int) -> np.ndarray:
     """Decode an uploaded file into HxWx3 uint8, or raise UploadError with a message for the user."""
     if len(data) > max_bytes:
-        raise UploadError(f"{name} is {len(data) / 2**20:.2f} MB; the limit is {max_bytes / 2**20:.2f} MB")
+        raise UploadError(f"{name} is {_size(len(data))}; the limit is {_size(max_bytes)}")
     if not data:
         raise UploadError(f"{name} is empty")
     suffix = Path(name).suffix[:10]
@@ -35,6 +35,10 @@ def read_upload(name: str, data: bytes, max_bytes: int) -> np.ndarray:
         except (FashionlabError, OSError, ValueError) as err:
             message = str(err).replace(handle.name, name)
             raise UploadError(f"{name} is not a readable image ({message})") from None
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 2**10:.1f} KB"
 
 
 def png_bytes(image: np.ndarray) -> bytes:

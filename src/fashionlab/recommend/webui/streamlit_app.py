@@ -38,6 +38,10 @@ def item_image(index: str, ckpt: str | None, batch_size: int, item_id: int):
     return load(index, ckpt, batch_size)[0].image(item_id)
 
 
+def _probability(value: float | list[float]) -> str:
+    return ", ".join(f"{p:.3f}" for p in value) if isinstance(value, list) else f"{value:.3f}"
+
+
 def show_results(args, batch_size: int, table: pd.DataFrame, second: str | None) -> None:
     with st.container(key="results"):
         columns = st.columns(COLUMNS)
@@ -106,7 +110,7 @@ def main() -> None:
                             {
                                 "task": t.name,
                                 "label": str(preds.labels[t.name][0]),
-                                "probability": f"{preds.confidence(t.name, 0)}",
+                                "probability": _probability(preds.confidence(t.name, 0)),
                             }
                             for t in predictor.tasks
                         ]
