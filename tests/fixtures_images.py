@@ -56,3 +56,67 @@ def write_tree(root: Path, counts: Mapping[str, int], ext: str = ".jpg", seed: i
             written.append(save_image(root / folder / f"img{i:03d}{ext}",
                                       noisy(colour, seed + i + zlib.crc32(folder.encode()), size)))
     return written
+
+
+def write_image_folder(root: Path, official_split: bool = False) -> Path:
+    """class-per-folder: 3 classes (jpg and png), one corrupt file in `shirt` (no split), or
+    root/train/<class>, root/test/<class> with `official_split`."""
+    counts = {"shirt": 8, "shoe": 8, "bag": 8}
+    if official_split:
+        write_tree(root / "train", {c: 6 for c in counts})
+        write_tree(root / "test", {c: 2 for c in counts}, ext=".png", seed=100)
+    else:
+        write_tree(root, {"shirt": 8, "shoe": 8}, ext=".jpg")
+        write_tree(root, {"bag": 8}, ext=".png")
+        write_garbage(root / "shirt" / "broken.jpg")
+        (root / "shirt" / "notes.txt").write_text("not an image, ignored")
+    return root
+
+
+def write_csv_dataset(root: Path) -> Path:
+    """root/labels.csv (path,category,colours,split) + root/images/*: one missing file, one
+    corrupt image, multi-valued colour cells, an empty (unknown) colour cell."""
+    classes = ["shirt", "shoe", "bag"]
+    colours = ["red|blue", "red", "green", "", "blue|green|red"]
+    lines = ["path,category,colours,split"]
+    for i in range(24):
+        cls = classes[i % 3]
+        name = f"{cls}_{i:02d}.jpg"
+        save_image(root / "images" / name, noisy(colour_for(cls), i))
+        lines.append(f"{name},{cls},{colours[i % 5]},{'test' if i % 6 == 0 else 'train'}")
+    lines.append("missing_99.jpg,shirt,red,train")
+    write_truncated_jpeg(root / "images" / "cut_98.jpg")
+    lines.append("cut_98.jpg,bag,blue,train")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def write_attributes_dataset(root: Path) -> Path:
+    """root/attributes.csv: path + pattern (single), fabric and style (multi-valued), shape."""
+    patterns = ["floral", "striped", "solid"]
+    fabrics = ["cotton|linen", "denim", "cotton", "silk;cotton", ""]
+    styles = ["casual", "formal|casual", "sporty", "casual"]
+    shapes = ["a-line", "straight"]
+    lines = ["path,pattern,fabric,style,shape"]
+    for i in range(24):
+        pattern = patterns[i % 3]
+        name = f"img/{pattern}_{i:02d}.png"
+        save_image(root / name, noisy(colour_for(pattern), i))
+        lines.append(f"{name},{pattern},{fabrics[i % 5]},{styles[i % 4]},{shapes[i % 2]}")
+    (root / "attributes.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+HIERARCHY = {
+    "shoes/female/sandals": 5, "shoes/male/sneakers": 5, "shoes/female/other": 3,
+    "glasses/sunglasses": 5, "glasses/reading": 4,
+    "trousers/male/jeans": 5, "trousers/female/jeans": 3, "bags/other": 4,
+}
+
+
+def write_hierarchy(root: Path) -> Path:
+    """primary/[gender/]item/*.jpg after HIERARCHY ("other" under two primaries; "jeans" under
+    two genders of one primary), plus a truncated JPEG."""
+    write_tree(root, HIERARCHY)
+    write_truncated_jpeg(root / "bags" / "other" / "cut.jpg")
+    return root

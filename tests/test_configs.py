@@ -31,13 +31,18 @@ def test_backbone_configs(option, compose_cfg, base):
     assert cfg.backbone.input_size == expected_size
 
 
+def compose_with(compose_cfg, base: list[str], choice: str):
+    """Compose `choice` (e.g. data=csv) with the tiny run's overrides, keeping only the data.*
+    ones whose key this data config has (data.root always)."""
+    others = [o for o in base if not o.startswith("data.")]
+    keys = compose_cfg([*others, choice]).data
+    data = [o for o in base if o.startswith("data.") and o.split("=")[0][len("data."):] in keys]
+    return compose_cfg([*others, *data, choice])
+
+
 @pytest.mark.parametrize("option", options("data"))
 def test_data_configs(option, compose_cfg, base):
-    # the tiny run's data.* overrides, where this data config has the key (data.root always)
-    others = [o for o in base if not o.startswith("data.")]
-    keys = compose_cfg([*others, f"data={option}"]).data
-    data = [o for o in base if o.startswith("data.") and o.split("=")[0][len("data."):] in keys]
-    cfg = compose_cfg([*others, *data, f"data={option}"])
+    cfg = compose_with(compose_cfg, base, f"data={option}")
     datamodule = instantiate(cfg.data, _recursive_=False)
     assert datamodule.tasks_cfg and cfg.data.get("main_task") in (None, *cfg.data.tasks)
     for split in ("train", "eval"):
@@ -92,10 +97,6 @@ def test_callback_configs(option, compose_cfg, base):
 
 @pytest.mark.parametrize("option", options("experiment"))
 def test_experiment_configs(option, compose_cfg, base):
-    # the tiny run's data.* overrides, where the experiment's data config has the key
-    others = [o for o in base if not o.startswith("data.")]
-    keys = compose_cfg([*others, f"experiment={option}"]).data
-    data = [o for o in base if o.startswith("data.") and o.split("=")[0][len("data."):] in keys]
-    cfg = compose_cfg([*others, *data, f"experiment={option}"])
+    cfg = compose_with(compose_cfg, base, f"experiment={option}")
     prepare_config(cfg)
     assert cfg.data.tasks and cfg.backbone.name

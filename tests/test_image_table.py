@@ -246,3 +246,15 @@ def test_fingerprint_follows_files_labels_and_split(tmp_path):
     assert fp(relabelled) != base
     save_image(tmp_path / table.at[1, "path"], noisy((0, 0, 0), 99))  # new content, same name
     assert fp(table) != base
+
+
+def test_imposed_tasks_fix_the_classes(tmp_path):
+    """A checkpoint's classes, set before setup, are used instead of those found in the data."""
+    table = images(tmp_path, {"shirt": 4, "bag": 4})
+    trained = make(tmp_path, images(tmp_path, {"shirt": 4, "bag": 4, "shoe": 4})).tasks
+    dm = make(tmp_path, table)
+    dm.tasks = trained
+    dm.setup()
+    assert dm.tasks[0].classes == ("bag", "shirt", "shoe")
+    labels = np.concatenate([ds.targets["article"] for ds in dm.splits.values()])
+    assert sorted(np.bincount(labels, minlength=3).tolist()) == [0, 4, 4]

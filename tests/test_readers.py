@@ -137,6 +137,17 @@ def test_rare_classes_unknown_action():
         rare_classes(pd.DataFrame({"a": ["x", "y", "y"]}), "a", 2, "fold")
 
 
+def test_products_layouts_are_found(tmp_path):
+    write_fashion_products(tmp_path / "archive", layout="fashion-dataset", n=4)
+    table, report = products_table(tmp_path / "archive", FOUR)
+    assert report["styles_file"] == str(tmp_path / "archive" / "fashion-dataset" / "styles.csv")
+    assert len(table) == 4 + 2 + 1 + 1  # regular, recovered, corrupt (checked later), rare
+    table, _ = products_table(tmp_path / "archive", FOUR, layout="fashion-dataset")
+    assert len(table) == 8
+    with pytest.raises(DataNotFoundError, match=r"styles\.csv not found; looked in \S*/myntradataset\."):
+        products_table(tmp_path / "archive", FOUR, layout="myntradataset")
+
+
 def test_products_full_layout_and_errors(tmp_path):
     write_fashion_products(tmp_path / "full", layout="", n=8)
     table, _ = products_table(tmp_path / "full", ["articleType", "season"])
@@ -318,3 +329,13 @@ def test_celeba_errors(tmp_path):
     (tmp_path / "list_attr_celeba.txt").unlink()
     with pytest.raises(DataNotFoundError, match=r"list_attr_celeba\.txt not found; looked for .*Anno"):
         celeba_style_table(tmp_path, STYLE_RULES)
+
+
+def test_deepfashion_attribute_values_other_than_1_0_minus1_name_the_line(tmp_path):
+    write_deepfashion(tmp_path)
+    path = tmp_path / "Anno/list_attr_img.txt"
+    lines = path.read_text().splitlines()
+    name = lines[5].split()[0]
+    _replace_line(path, 6, name + "   " + " ".join(["2"] + ["-1"] * (len(DF_ATTRIBUTES) - 1)))
+    with pytest.raises(DataFormatError, match=r"list_attr_img\.txt:6: attribute value '2' is not 1, -1 or 0"):
+        read_attr_img(path, len(DF_ATTRIBUTES))

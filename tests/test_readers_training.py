@@ -95,6 +95,25 @@ def test_fashion_products_unknown_task_names_the_key(compose_cfg, products_root,
         datamodule.setup()
 
 
+def test_fashion_products_parent_task_from_parent_of(compose_cfg, products_root, tmp_path):
+    cfg = compose_cfg([
+        *fast_overrides("fashion_products", products_root, tmp_path), "data.on_bad_image=skip",
+        "data.rare_classes.min_count=0", "~data.tasks.baseColour", "~data.tasks.gender",
+        "~data.tasks.masterCategory", "data.main_task=subCategory", "data.split_by=subCategory",
+        "+data.tasks.subCategory.parent=kind",
+        "+data.tasks.subCategory.parent_of={Topwear: clothes, Bottomwear: clothes, Watches: other, "
+        "Shoes: other, Free Gifts: other}",
+        "+data.tasks.kind={kind: multiclass, classes: [clothes, other]}",
+    ])
+    datamodule = instantiate(cfg.data, _recursive_=False)
+    datamodule.setup()
+    kind = datamodule.splits["train"].targets["kind"]
+    sub = datamodule.splits["train"].targets["subCategory"]
+    sub_task = next(t for t in datamodule.tasks if t.name == "subCategory")
+    clothes = [sub_task.classes.index(c) for c in ("Topwear", "Bottomwear")]
+    assert ((kind == 0) == pd.Series(sub).isin(clothes).to_numpy()).all()
+
+
 def test_deepfashion_fast_dev_run(compose_cfg, deepfashion_root, tmp_path):
     cfg = compose_cfg([
         *fast_overrides("deepfashion", deepfashion_root, tmp_path),

@@ -28,14 +28,15 @@ RULE_KEYS = ("any_of", "all_of", "none_of")
 
 
 def read_celeba_attributes(path: str | Path) -> pd.DataFrame:
-    """Index: image name; one int8 column (1 / -1) per attribute, in file order."""
+    """Index: image name; one int8 column (1 / -1) per attribute, in file order; the line
+    number of each row in `.attrs["lines"]`."""
     path = open_text(path)
     declared, header = read_count_and_header(path)
     names = header.split()
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise DataFormatError(f"{path}:2: repeated attribute names: {', '.join(duplicates)}")
-    images, rows = [], []
+    images, rows, numbers = [], [], []
     for number, line in iter_rows(path):
         fields = line.split()
         if len(fields) != len(names) + 1:
@@ -50,9 +51,11 @@ def read_celeba_attributes(path: str | Path) -> pd.DataFrame:
             raise DataFormatError(f"{path}:{number}: attribute value {bad} is not 1 or -1")
         images.append(fields[0])
         rows.append(values)
+        numbers.append(number)
     check_count(path, declared, len(images))
     matrix = np.array(rows, dtype=np.int8).reshape(len(images), len(names))
     table = pd.DataFrame(matrix, columns=names, index=pd.Index(images, name="image"))
+    table.attrs["lines"] = numbers
     if table.index.duplicated().any():
         raise DataFormatError(f"{path}: image {table.index[table.index.duplicated()][0]} is listed twice")
     return table
@@ -182,7 +185,7 @@ def celeba_style_table(
     keep, report = balance_styles(styles, max_per_style, unlabelled, seed)
     styles = styles.iloc[keep]
     names = list(styles.columns)
-    lines = {image: i + 3 for i, image in enumerate(attributes.index)}
+    lines = dict(zip(attributes.index, attributes.attrs["lines"], strict=True))
     table = pd.DataFrame({
         "path": [str(image_root / image) for image in styles.index],
         "split": partition.reindex(styles.index).to_numpy(),

@@ -21,7 +21,7 @@ from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fashionlab.data.array_dataset import ArrayImageDataset
-from fashionlab.data.tasks import TaskSpec, derive_parent_targets, tasks_from_config
+from fashionlab.data.tasks import TaskSpec, derive_parent_targets, tasks_from_config, tasks_to_config
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,11 @@ class MultiTaskDataModule(L.LightningDataModule):
 
     @tasks.setter
     def tasks(self, value: list[TaskSpec]) -> None:
+        """Impose resolved tasks (e.g. a checkpoint's); for tasks from data, set them before
+        `setup()` so that labels are read against exactly these classes."""
         self._tasks = list(value)
+        if self.tasks_from_data:
+            self.tasks_cfg = tasks_to_config(self._tasks)
 
     def resolve_tasks(self) -> list[TaskSpec]:
         """TaskSpecs from the `tasks` config (override to take classes from the data)."""

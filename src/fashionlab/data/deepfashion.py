@@ -128,20 +128,38 @@ def _parse_attr_rows_slowly(path: Path, num_attributes: int) -> tuple[list[str],
     return images, matrix
 
 
+def _parse_attr_rows_fast(path: Path, num_attributes: int) -> tuple[list[str], np.ndarray] | None:
+    """Byte-level parse (each value -1 / 1 / 0 becomes one character); None when any row does
+    not fit, so that the line-by-line parse can name it."""
+    images: list[str] = []
+    chunks: list[bytes] = []
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if number <= 2 or not line.strip():
+                continue
+            parts = line.split(None, 1)
+            if len(parts) != 2 or b"2" in parts[1]:
+                return None
+            values = parts[1].replace(b"-1", b"2").translate(None, b" \t\r\n")
+            if len(values) != num_attributes:
+                return None
+            images.append(parts[0].decode("utf-8-sig"))
+            chunks.append(values)
+    codes = np.frombuffer(b"".join(chunks), dtype=np.uint8).reshape(len(images), num_attributes)
+    lookup = np.full(256, 9, dtype=np.int8)
+    lookup[[ord("0"), ord("1"), ord("2")]] = [0, 1, -1]
+    matrix = lookup[codes]
+    if (matrix == 9).any():
+        return None
+    return images, matrix
+
+
 def read_attr_img(path: str | Path, num_attributes: int) -> tuple[list[str], np.ndarray]:
     """Image names and an (N, num_attributes) int8 matrix of 1 / -1 / 0 values."""
     path = open_text(path)
     declared, _ = read_count_and_header(path)
-    try:
-        dtypes = {0: str, **dict.fromkeys(range(1, num_attributes + 1), np.int8)}
-        table = pd.read_csv(path, sep=r"\s+", header=None, skiprows=2, dtype=dtypes,
-                            encoding="utf-8-sig", engine="c")
-        matrix = table.iloc[:, 1:].to_numpy()
-        if table.shape[1] != num_attributes + 1 or not np.isin(matrix, (1, -1, 0)).all():
-            raise ValueError("shape or values")
-        images, matrix = table[0].tolist(), matrix.astype(np.int8)
-    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
-        images, matrix = _parse_attr_rows_slowly(path, num_attributes)
+    parsed = _parse_attr_rows_fast(path, num_attributes)
+    images, matrix = parsed if parsed is not None else _parse_attr_rows_slowly(path, num_attributes)
     check_count(path, declared, len(images))
     return images, matrix
 

@@ -220,8 +220,12 @@ class FashionProductsDataModule(ImageTableDataModule):
         self.read_report: dict[str, Any] = {}
 
     def read_table(self) -> pd.DataFrame:
+        # a parent task with an explicit parent_of map is derived from its child by the base
+        derived = {str(e["parent"]) for e in self.tasks_cfg.values()
+                   if e.get("parent") and isinstance(e.get("parent_of"), Mapping)}
+        columns = [t for t in self.tasks_cfg if t in LABEL_COLUMNS or t not in derived]
         table, self.read_report = products_table(
-            self.require_root(), list(self.tasks_cfg), self.layout, self.styles_file, self.images_dir,
+            self.require_root(), columns, self.layout, self.styles_file, self.images_dir,
             self.image_name, self.missing_images, self.rare)
         return table
 

@@ -53,6 +53,11 @@ BALANCE_DEFAULTS: dict[str, Any] = {
 }
 
 
+def _objects(values: list[Any], table: pd.DataFrame) -> pd.Series:
+    """A column of Python objects (None stays None: no NaN, no string dtype inference)."""
+    return pd.Series(values, index=table.index, dtype=object)
+
+
 def _size(value: int | float, n: int, key: str) -> int:
     """A split size given as a count or a fraction of `n`."""
     if isinstance(value, float) and 0 <= value < 1:
@@ -165,6 +170,7 @@ class ImageTableDataModule(MultiTaskDataModule):
         table["abs_path"] = [str(p if Path(p).is_absolute() else root / p) for p in table["path"]]
         table["rel_path"] = [relative_to(p, root) for p in table["abs_path"]]
 
+        self._check_known_classes(table)
         table, skipped = self._check_files(table)
         balance_task = self._balance_task()
         table, rare_report = self._apply_min_count(table, balance_task)
@@ -204,17 +210,16 @@ class ImageTableDataModule(MultiTaskDataModule):
                     f"(data.tasks.{task_name}); it provides: "
                     f"{', '.join(c for c in table.columns if c in self.tasks_cfg) or 'none'}")
             mapping = {str(k): str(v) for k, v in self.tasks_cfg[child]["parent_of"].items()}
-            table[task_name] = pd.Series([None if is_missing(v) else mapping.get(str(v))
-                                          for v in table[child]], index=table.index, dtype=object)
+            table[task_name] = _objects(
+                [None if is_missing(v) else mapping.get(str(v)) for v in table[child]], table)
         return table
 
     def _normalise_labels(self, table: pd.DataFrame) -> pd.DataFrame:
         for task_name, entry in self.tasks_cfg.items():
             values = table[task_name].tolist()
             if entry["kind"] == "multiclass":
-                # object dtype: pandas 3 would infer its str dtype and turn None into NaN
-                table[task_name] = pd.Series([None if is_missing(v) else str(v).strip() for v in values],
-                                             index=table.index, dtype=object)
+                table[task_name] = _objects(
+                    [None if is_missing(v) else str(v).strip() for v in values], table)
             else:
                 out = []
                 for v in values:
@@ -222,7 +227,7 @@ class ImageTableDataModule(MultiTaskDataModule):
                         out.append(sorted({str(x).strip() for x in v if not is_missing(x)}))
                     else:
                         out.append(None if is_missing(v) else [str(v).strip()])
-                table[task_name] = pd.Series(out, index=table.index, dtype=object)
+                table[task_name] = _objects(out, table)
         return table
 
     def _check_files(self, table: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str, str]]]:
@@ -300,6 +305,23 @@ class ImageTableDataModule(MultiTaskDataModule):
             table.loc[is_rare, task] = other
         return table, report
 
+    def _check_known_classes(self, table: pd.DataFrame) -> None:
+        """Labels of tasks with a class list must be in it (before the slower file checks)."""
+        for task_name, entry in self.tasks_cfg.items():
+            if entry["classes"] == AUTO:
+                continue
+            known = {str(c) for c in entry["classes"]}
+            if self.balance["rare"] == "other" and task_name == self._balance_task():
+                known.add(str(self.balance["other_class"]))
+            for i, v in enumerate(table[task_name]):
+                names = [v] if entry["kind"] == "multiclass" else (v or [])
+                for cls in names:
+                    if cls is not None and cls not in known:
+                        raise DataFormatError(
+                            f"{table.at[i, 'source']}: unknown class {cls!r} for task "
+                            f"{task_name!r}; data.tasks.{task_name}.classes lists "
+                            f"{', '.join(sorted(known))}")
+
     def _resolve_classes(self, table: pd.DataFrame) -> list[TaskSpec]:
         resolved: dict[str, dict[str, Any]] = {}
         for task_name, entry in self.tasks_cfg.items():
@@ -314,16 +336,6 @@ class ImageTableDataModule(MultiTaskDataModule):
                     log.warning("task %r has no labels in this data and is left out", task_name)
                     continue
                 entry["classes"] = sorted(found)
-            else:
-                known = {str(c) for c in entry["classes"]}
-                for i, v in enumerate(values):
-                    names = [v] if entry["kind"] == "multiclass" else (v or [])
-                    for cls in names:
-                        if cls is not None and cls not in known:
-                            raise DataFormatError(
-                                f"{table.at[i, 'source']}: unknown class {cls!r} for task "
-                                f"{task_name!r}; data.tasks.{task_name}.classes lists "
-                                f"{', '.join(sorted(known))}")
             resolved[task_name] = entry
         for task_name, entry in resolved.items():
             parent = entry.get("parent")

@@ -1,0 +1,53 @@
+"""Hierarchy-constrained predictions and full labels."""
+
+import torch
+
+from fashionlab.data.tasks import tasks_from_config
+from fashionlab.models.hierarchy import constrained_predictions, full_label, hierarchy_order
+from fashionlab.training.metrics import StageMetrics
+
+TASKS = tasks_from_config({
+    "item": {"kind": "multiclass", "classes": ["sandals", "sneakers", "jeans", "sunglasses"],
+             "parent": "primary",
+             "parent_of": {"sandals": "shoes", "sneakers": "shoes", "jeans": "trousers",
+                           "sunglasses": "glasses"}},
+    "gender": {"kind": "multiclass", "classes": ["female", "male"]},
+    "primary": {"kind": "multiclass", "classes": ["shoes", "trousers", "glasses"]},
+    "colours": {"kind": "multilabel", "classes": ["red", "blue"]},
+})
+
+
+def test_child_is_chosen_among_the_children_of_the_predicted_parent():
+    logits = {
+        # row 0: the best item overall is jeans, but the predicted primary is shoes
+        # row 1: item and primary agree
+        "item": torch.tensor([[1.0, 2.0, 5.0, 0.0], [0.0, 0.0, 0.0, 3.0]]),
+        "primary": torch.tensor([[4.0, 1.0, 0.0], [0.0, 0.0, 2.0]]),
+        "gender": torch.tensor([[0.2, 0.1], [0.0, 1.0]]),
+        "colours": torch.tensor([[1.0, -1.0], [-2.0, 0.5]]),
+    }
+    assert logits["item"].argmax(1).tolist() == [2, 3]  # unconstrained: jeans for a shoe
+    preds = constrained_predictions(TASKS, logits)
+    assert list(preds) == ["item", "gender", "primary", "colours"]
+    assert preds["primary"].tolist() == [0, 2]
+    assert preds["item"].tolist() == [1, 3]  # sneakers: best child of shoes
+    assert preds["gender"].tolist() == [0, 1]
+    assert preds["colours"].tolist() == [[1, 0], [0, 1]]
+
+
+def test_constrained_accuracy_metric_differs_from_plain_accuracy():
+    metrics = StageMetrics([t for t in TASKS if t.kind == "multiclass"])
+    logits = {"item": torch.tensor([[1.0, 2.0, 5.0, 0.0]]), "primary": torch.tensor([[4.0, 1.0, 0.0]]),
+              "gender": torch.tensor([[1.0, 0.0]])}
+    targets = {"item": torch.tensor([1]), "primary": torch.tensor([0]), "gender": torch.tensor([0])}
+    metrics.update(logits, targets)
+    scalars = metrics.compute("val")
+    assert scalars["val/item/acc"] == 0.0 and scalars["val/item/acc_constrained"] == 1.0
+    assert "val/primary/acc_constrained" not in scalars
+
+
+def test_full_label_orders_coarse_to_fine():
+    assert [t.name for t in hierarchy_order(TASKS)] == ["gender", "primary", "colours", "item"]
+    names = {"item": "sandals", "primary": "shoes", "gender": "female"}
+    assert full_label([TASKS[2], TASKS[1], TASKS[0]], names) == "shoes-female-sandals"
+    assert full_label(TASKS, {"item": "sunglasses", "primary": "glasses"}) == "glasses-sunglasses"
