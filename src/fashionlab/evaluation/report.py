@@ -13,6 +13,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from fashionlab.data.tasks import TaskSpec
+from fashionlab.errors import ConfigError
 
 
 def to_jsonable(value: Any) -> Any:
@@ -93,18 +94,16 @@ def write_report_md(path: Path, report: Mapping[str, Any], tasks: list[TaskSpec]
 
 
 def wandb_settings(cfg: DictConfig, train_cfg: DictConfig) -> dict[str, Any] | None:
-    """W&B settings of an evaluation: `logger=auto` follows the training run (W&B or not, its
-    project and offline/online mode); `wandb` forces it (offline unless training was online);
-    `none` turns it off."""
-    choice = str(cfg.logger)
+    """W&B settings of an evaluation: `wandb.log=auto` follows the training run (W&B or not, its
+    project and offline/online mode); `true` forces it (offline unless training was online);
+    `false` turns it off. None when nothing is to be logged."""
+    choice = str(cfg.wandb.log).lower()
     train_logger = train_cfg.get("logger") or {}
     trained_with_wandb = "Wandb" in str(train_logger.get("_target_", ""))
-    if choice == "none" or (choice == "auto" and not trained_with_wandb):
+    if choice not in ("auto", "true", "false"):
+        raise ConfigError(f"wandb.log={cfg.wandb.log!r}; expected auto, true or false")
+    if choice == "false" or (choice == "auto" and not trained_with_wandb):
         return None
-    if choice not in ("auto", "wandb"):
-        from fashionlab.errors import ConfigError
-
-        raise ConfigError(f"logger={choice!r}; expected auto, wandb or none")
     offline = cfg.wandb.offline
     if offline is None:
         offline = bool(train_logger.get("offline", True)) if trained_with_wandb else True

@@ -105,7 +105,10 @@ def search(index: faiss.Index, info: Mapping[str, Any], queries: np.ndarray, k: 
     selector = None
     if allowed_ids is not None:
         selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed_ids, dtype=np.int64))
-    scores, ids = index.search(q, int(k), params=search_parameters(info, int(k), selector))
+    # faiss.contrib.torch_utils (imported by some libraries) replaces `search` with a version
+    # without `params`; the NumPy one stays available as `search_numpy`.
+    search_numpy = getattr(index, "search_numpy", index.search)
+    scores, ids = search_numpy(q, int(k), params=search_parameters(info, int(k), selector))
     return scores, ids
 
 
