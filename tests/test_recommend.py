@@ -272,7 +272,15 @@ def test_kmeans_separates_obvious_groups():
 
 
 @pytest.mark.parametrize(
-    "case", ["empty folder", "manifest mismatch", "unknown task", "k too large", "unknown setting value"]
+    "case",
+    [
+        "empty folder",
+        "manifest mismatch",
+        "unknown task",
+        "k too large",
+        "unknown setting value",
+        "not an index",
+    ],
 )
 def test_errors_are_one_clear_line(rec, tmp_path, capsys, case):
     (tmp_path / "empty").mkdir()
@@ -298,6 +306,10 @@ def test_errors_are_one_clear_line(rec, tmp_path, capsys, case):
         "unknown setting value": (
             ["profile", "--index", rec.eval_dir, next(iter(rec.ids)), "--set", "profile.weights.style=1"],
             "style",
+        ),
+        "not an index": (
+            ["similar", "--index", tmp_path / "empty", "--random"],
+            "not an evaluation directory",
         ),
     }[case]
     code, _, err = cli(*args, capsys=capsys)

@@ -35,13 +35,22 @@ def manifest_checkpoint(eval_dir: str | Path) -> Path:
     )
 
 
+def load_catalogue(eval_dir: str | Path, checkpoint_sha256: str | None = None) -> Catalogue:
+    """Catalogue.load with a clear error for a folder that is not a (complete) evaluation directory."""
+    read_manifest(eval_dir)
+    try:
+        return Catalogue.load(eval_dir, checkpoint_sha256=checkpoint_sha256)
+    except FileNotFoundError as err:
+        raise DataNotFoundError(str(err)) from None
+
+
 def open_index(
     eval_dir: str | Path, ckpt: str | Path | None = None, batch_size: int = 64
 ) -> tuple[Catalogue, Predictor]:
     """The catalogue and a predictor for query images. The checkpoint (default: the manifest's) must
     be the one the index was built from, else ManifestMismatchError."""
     predictor = Predictor.from_checkpoint(ckpt or manifest_checkpoint(eval_dir), batch_size=batch_size)
-    catalogue = Catalogue.load(eval_dir, checkpoint_sha256=predictor.sha256)
+    catalogue = load_catalogue(eval_dir, checkpoint_sha256=predictor.sha256)
     return catalogue, predictor
 
 
