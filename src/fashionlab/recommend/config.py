@@ -46,6 +46,8 @@ def task_by_name(tasks: list[TaskSpec], name: str, what: str = "task",
 
 def category_task(tasks: list[TaskSpec], name: str | None) -> TaskSpec:
     """The task that defines an item's category: `name`, else `category` if present, else the first."""
-    if name:
-        return task_by_name(tasks, name, "category task")
-    return next((t for t in tasks if t.name == "category"), tasks[0])
+    task = task_by_name(tasks, name, "category task") if name else next(
+        (t for t in tasks if t.name == "category"), tasks[0])
+    if task.kind != "multiclass":
+        raise ConfigError(f"category task {task.name!r} is {task.kind}; choose a multiclass task")
+    return task

@@ -47,7 +47,8 @@ def _search(
     check_k(k, int(allowed.sum()), what)
     allowed_ids = None if allowed.all() else np.flatnonzero(allowed).astype(np.int64)
     scores, ids = catalogue.search(embedding.reshape(1, -1).astype(np.float32), k, allowed_ids=allowed_ids)
-    return scores[0], ids[0]
+    found = ids[0] >= 0  # approximate indexes pad with -1 when a filter leaves too few candidates
+    return scores[0][found], ids[0][found]
 
 
 def similar_to_image(
