@@ -104,3 +104,7 @@ def start_script(*args: str, cwd: Path = ROOT, **kwargs) -> subprocess.Popen:
     """Start a project script in the background (for kill/resume and multi-worker tests)."""
     return subprocess.Popen([sys.executable, *args], cwd=cwd, env={**os.environ, **SCRIPT_ENV},
                             **kwargs)
+
+
+# Session fixtures `tiny_run` (a tiny trained run) and `tiny_eval_dir` (its evaluation directory).
+from fixtures_runs import tiny_eval_dir, tiny_run  # noqa: E402, F401

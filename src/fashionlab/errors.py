@@ -35,3 +35,11 @@ class BadImageError(DataFormatError):
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
+
+
+class CheckpointError(FashionlabError, ValueError):
+    """A checkpoint file is missing, unreadable or lacks what a project checkpoint holds."""
+
+
+class ManifestMismatchError(FashionlabError, ValueError):
+    """An index was built from another model or other data than the one in use."""

@@ -47,3 +47,16 @@ class ArrayImageDataset(Dataset):
                 else torch.as_tensor(value, dtype=torch.long)
             )
         return {"image": image, "targets": targets, "index": index}
+
+    def raw_image(self, index: int) -> np.ndarray:
+        """Image `index` as stored, before transforms, as HxWx3 uint8 RGB (grey repeated)."""
+        image = np.asarray(self.images[index])
+        if image.ndim == 2:
+            image = image[..., None]
+        if image.shape[-1] == 1:
+            image = np.repeat(image, 3, axis=-1)
+        return np.ascontiguousarray(image[..., :3], dtype=np.uint8)
+
+    def item_info(self, index: int) -> dict:
+        """Where item `index` comes from: in-memory arrays have no file, so `path` is None."""
+        return {"id": int(index), "path": None, "index": int(index)}

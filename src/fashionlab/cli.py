@@ -1,0 +1,287 @@
+"""The `fashionlab` command: argument parsing and printing only; the work is done in
+fashionlab.recommend."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from fashionlab.errors import FashionlabError
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="settings file (default: conf/recommend/default.yaml)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. --set profile.weights.embedding=0.8",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fashionlab",
+        description="Predict, search and recommend with a "
+        "trained fashionlab checkpoint and its evaluation directory.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("predict", help="labels and probabilities for every image in a folder")
+    p.add_argument("folder")
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("-o", "--output", help=".csv, .json or .txt (default: text on stdout)")
+
+    p = sub.add_parser("similar", help="catalogue items most similar to an image")
+    p.add_argument("query", nargs="?")
+    p.add_argument("--index", required=True, help="evaluation directory (evaluate.py)")
+    p.add_argument("--ckpt", help="checkpoint for the query (default: the one in the index's manifest)")
+    p.add_argument("--random", action="store_true", help="a random catalogue item as the query")
+    p.add_argument("--seed", type=int)
+    p.add_argument("-k", type=int)
+    p.add_argument("--same-category", action="store_true")
+    p.add_argument("--category-task", help="task that defines the category (default: category / first task)")
+    p.add_argument("-o", "--output", help="image grid (.png)")
+
+    p = sub.add_parser("profile", help="rank the catalogue against the style of several images")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--index", required=True)
+    p.add_argument("--ckpt")
+    p.add_argument("-k", type=int)
+    p.add_argument("--weights", nargs=2, type=float, metavar=("ATTRIBUTES", "EMBEDDING"))
+    p.add_argument("-o", "--output", help="image grid (.png)")
+    p.add_argument("--json", help="write the profile and ranking as JSON")
+
+    p = sub.add_parser("wardrobe", help="most common predicted categories in a folder")
+    p.add_argument("folder")
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("--top", type=int)
+    p.add_argument("--category-task")
+    p.add_argument("-o", "--output", help="grid file; one per category: <stem>_<category>.png")
+
+    p = sub.add_parser("outfit", help="face images -> style -> catalogue items of that style")
+    p.add_argument("faces", nargs="+", help="face image files or folders")
+    p.add_argument("--style-ckpt", required=True)
+    p.add_argument("--index", required=True)
+    p.add_argument("--items", type=int, help="items per face")
+    p.add_argument("--style-task")
+    p.add_argument("-o", "--output", help="text file, one line per face (default: stdout)")
+
+    p = sub.add_parser("app", help="start the Streamlit demo")
+    p.add_argument("--index", required=True)
+    p.add_argument("--ckpt")
+    p.add_argument("--port", type=int)
+
+    for name in ("predict", "similar", "profile", "wardrobe", "outfit", "app"):
+        _common(sub.choices[name])
+    return parser
+
+
+def _print_table(table: pd.DataFrame) -> None:
+    with pd.option_context(
+        "display.max_rows",
+        None,
+        "display.max_columns",
+        None,
+        "display.width",
+        200,
+        "display.max_colwidth",
+        60,
+    ):
+        print(table.to_string(index=False))
+
+
+def _predict(args, cfg) -> None:
+    from fashionlab.recommend.predict import Predictor, predict_folder, prediction_lines, write_predictions
+
+    predictor = Predictor.from_checkpoint(args.ckpt, batch_size=cfg.batch_size)
+    table = predict_folder(predictor, args.folder, progress=not args.quiet)
+    errors = int(table["error"].notna().sum())
+    if args.output:
+        out = write_predictions(table, predictor.tasks, args.output)
+        print(f"{len(table)} files, {len(table) - errors} predicted, {errors} unreadable -> {out}")
+    else:
+        print("\n".join(prediction_lines(table, predictor.tasks)))
+    for row in table[table["error"].notna()].to_dict("records"):
+        print(f"unreadable: {row['error']}", file=sys.stderr)
+
+
+def _similar(args, cfg) -> None:
+    from fashionlab.recommend.catalogue_io import label_text, open_index
+    from fashionlab.recommend.similar import random_item, save_similar_grid, similar_to_image, similar_to_item
+
+    if bool(args.query) == bool(args.random):
+        raise FashionlabError("give either a query image or --random")
+    k = args.k or int(cfg.similar.k)
+    category = args.category_task or cfg.category_task
+    if args.random:
+        from fashionlab.recommend.catalogue_io import load_catalogue
+
+        catalogue = load_catalogue(args.index)
+        result = similar_to_item(
+            catalogue, random_item(catalogue, args.seed), k, args.same_category, category
+        )
+    else:
+        from fashionlab.recommend.predict import read_query
+
+        image = read_query(args.query)
+        catalogue, predictor = open_index(args.index, args.ckpt, batch_size=cfg.batch_size)
+        result = similar_to_image(predictor, catalogue, image, k, args.same_category, category, args.query)
+    ident = f" (catalogue id {result.query_id})" if result.query_id is not None else ""
+    print(f"query: {result.query_source}{ident}  {label_text(result.query_labels)}")
+    _print_table(result.results)
+    if args.output:
+        save_similar_grid(
+            result, catalogue, args.output, tile_size=cfg.grid.tile_size, columns=cfg.grid.columns
+        )
+        print(f"grid -> {args.output}")
+
+
+def _profile(args, cfg) -> None:
+    from fashionlab.recommend.catalogue_io import open_index
+    from fashionlab.recommend.grids import save_grid
+    from fashionlab.recommend.predict import read_query
+    from fashionlab.recommend.profile import build_profile, rank_catalogue
+
+    images = [read_query(p) for p in args.images]
+    catalogue, predictor = open_index(args.index, args.ckpt, batch_size=cfg.batch_size)
+    weights = dict(cfg.profile.weights)
+    if args.weights:
+        weights = {"attributes": args.weights[0], "embedding": args.weights[1]}
+    profile = build_profile(predictor, images)
+    table = rank_catalogue(
+        profile,
+        catalogue,
+        args.k or int(cfg.profile.k),
+        weights,
+        cfg.profile.tasks,
+        dict(cfg.profile.task_weights or {}),
+    )
+    print(f"style profile of {profile.num_images} images (fashion vector, top classes per task):")
+    for task in predictor.tasks:
+        print(f"  {task.name}: " + ", ".join(f"{c} {p:.2f}" for c, p in profile.top(task.name)))
+    print(
+        f"ranking: {weights['attributes']:g} x attribute agreement"
+        f" + {weights['embedding']:g} x cosine similarity"
+    )
+    _print_table(table)
+    if args.output:
+        from fashionlab.recommend.similar import result_captions
+
+        save_grid(
+            list(images) + [catalogue.image(int(i)) for i in table["id"]],
+            [f"liked {i + 1}" for i in range(len(images))] + result_captions(table, predictor.tasks[0].name),
+            args.output,
+            tile_size=cfg.grid.tile_size,
+            columns=cfg.grid.columns,
+        )
+        print(f"grid -> {args.output}")
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {**profile.as_dict(), "weights": weights, "results": table.to_dict("records")}, indent=2
+            )
+            + "\n"
+        )
+
+
+def _wardrobe(args, cfg) -> None:
+    from fashionlab.recommend.predict import Predictor
+    from fashionlab.recommend.wardrobe import count_wardrobe, save_wardrobe_grids
+
+    predictor = Predictor.from_checkpoint(args.ckpt, batch_size=cfg.batch_size)
+    wardrobe = count_wardrobe(
+        predictor,
+        args.folder,
+        top=args.top or int(cfg.wardrobe.top),
+        category=args.category_task or cfg.category_task,
+        progress=not args.quiet,
+    )
+    print(f"{len(wardrobe.predictions)} garments, top {len(wardrobe.counts)} by {wardrobe.task}:")
+    _print_table(wardrobe.counts)
+    for _, error in wardrobe.errors:
+        print(f"unreadable: {error}")
+    if args.output:
+        for path in save_wardrobe_grids(
+            wardrobe,
+            args.output,
+            per_category=int(cfg.wardrobe.per_category),
+            tile_size=cfg.grid.tile_size,
+            columns=cfg.grid.columns,
+        ):
+            print(f"grid -> {path}")
+
+
+def _outfit(args, cfg) -> None:
+    from fashionlab.recommend.catalogue_io import load_catalogue
+    from fashionlab.recommend.outfit import outfit_lines, recommend_outfits
+    from fashionlab.recommend.predict import Predictor, gather_files
+
+    files = gather_files(args.faces)
+    predictor = Predictor.from_checkpoint(args.style_ckpt, batch_size=cfg.batch_size)
+    catalogue = load_catalogue(args.index)
+    outfits = recommend_outfits(
+        predictor,
+        catalogue,
+        files,
+        cfg.outfit.styles,
+        items=args.items or int(cfg.outfit.items_per_face),
+        style_task=args.style_task or cfg.outfit.style_task,
+        seed=int(cfg.outfit.seed),
+        progress=not args.quiet,
+    )
+    print("catalogue clusters:")
+    _print_table(outfits.clusters)
+    lines = outfit_lines(outfits)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text("".join(line + "\n" for line in lines))
+        print(f"{len(lines)} faces -> {args.output}")
+    else:
+        print("\n".join(lines))
+
+
+def _app(args, cfg) -> None:
+    from fashionlab.recommend.catalogue_io import read_manifest
+    from fashionlab.recommend.webapp import streamlit_command
+
+    read_manifest(args.index)
+    command = streamlit_command(
+        args.index, args.ckpt, args.config, args.set, args.port, float(cfg.app.max_upload_mb)
+    )
+    raise SystemExit(subprocess.call(command))
+
+
+COMMANDS = {
+    "predict": _predict,
+    "similar": _similar,
+    "profile": _profile,
+    "wardrobe": _wardrobe,
+    "outfit": _outfit,
+    "app": _app,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from fashionlab.recommend.config import load_config
+
+        cfg = load_config(args.config, args.set)
+        COMMANDS[args.command](args, cfg)
+    except FashionlabError as err:
+        print(f"fashionlab {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

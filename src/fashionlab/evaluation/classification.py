@@ -1,0 +1,57 @@
+"""Test-split classification metrics per task, from predicted probabilities (training's torchmetrics)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fashionlab.data.tasks import TaskSpec
+from fashionlab.training.metrics import TaskMetrics
+
+
+def per_class_table(task: TaskSpec, confusion: np.ndarray) -> pd.DataFrame:
+    """Precision, recall, F1 and support per class from a confusion matrix (multilabel: (L, 2, 2))."""
+    if task.kind == "multiclass":
+        tp = np.diag(confusion).astype(float)
+        fp = confusion.sum(axis=0) - tp
+        fn = confusion.sum(axis=1) - tp
+    else:
+        tp, fp, fn = (confusion[:, 1, 1].astype(float), confusion[:, 0, 1].astype(float),
+                      confusion[:, 1, 0].astype(float))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        recall = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    return pd.DataFrame({"class": list(task.classes), "precision": precision, "recall": recall,
+                         "f1": f1, "support": (tp + fn).astype(int)})
+
+
+def classification_report(tasks: list[TaskSpec], probs: dict[str, np.ndarray],
+                          targets: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """Per task: acc, f1_macro, f1_weighted (torchmetrics, as in training), the per-class table
+    and the confusion matrix (rows = true class)."""
+    out: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        metrics = TaskMetrics(task)
+        metrics.update(torch.as_tensor(probs[task.name]), torch.as_tensor(targets[task.name]))
+        scalars = {k: float(v) for k, v in metrics.compute().items()}
+        confusion = metrics.details()["confusion"].cpu().numpy()
+        out[task.name] = {**scalars, "per_class": per_class_table(task, confusion),
+                          "confusion": confusion, "num_items": len(targets[task.name])}
+    return out
+
+
+def predicted_indices(tasks: list[TaskSpec], probs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Argmax per multiclass task; multi-hot (p >= 0.5) per multilabel task."""
+    return {t.name: (probs[t.name].argmax(axis=1) if t.kind == "multiclass"
+                     else (probs[t.name] >= 0.5).astype(np.int64)) for t in tasks}
+
+
+def label_names(task: TaskSpec, labels: np.ndarray) -> list[Any]:
+    """Class names of integer labels (None for unknown) or lists of names of multi-hot rows."""
+    if task.kind == "multiclass":
+        return [task.classes[int(i)] if i >= 0 else None for i in labels]
+    return [[task.classes[j] for j in np.flatnonzero(row)] for row in labels]

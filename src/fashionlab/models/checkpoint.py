@@ -1,0 +1,99 @@
+"""Load a training checkpoint (weights_only=True) back into a MultiTaskClassifier with its config."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from fashionlab.data.tasks import TaskSpec, tasks_from_config
+from fashionlab.errors import CheckpointError
+from fashionlab.models.backbones import create_backbone
+from fashionlab.models.multitask import MultiTaskNet
+from fashionlab.training.losses import MultiTaskLoss
+from fashionlab.training.module import MultiTaskClassifier
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A checkpoint rebuilt for inference: the module in eval mode, its training config and tasks."""
+
+    module: MultiTaskClassifier
+    cfg: DictConfig
+    tasks: list[TaskSpec]
+    path: Path
+    sha256: str
+
+    @property
+    def run_dir(self) -> Path:
+        """The training run folder (checkpoints live in <run_dir>/checkpoints/)."""
+        return self.path.parent.parent if self.path.parent.name == "checkpoints" else self.path.parent
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """torch.load(weights_only=True) with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        hint = ""
+        if path.parent.is_dir():
+            found = sorted(p.name for p in path.parent.glob("*.ckpt"))
+            hint = f" ({path.parent} holds: {', '.join(found) or 'no .ckpt files'})"
+        raise CheckpointError(f"checkpoint not found: {path}{hint}")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path}: no 'state_dict' in the file; not a Lightning checkpoint")
+    hparams = checkpoint.get("hyper_parameters") or {}
+    for key in ("config", "tasks"):
+        if not hparams.get(key):
+            raise CheckpointError(f"{path}: hyper_parameters.{key} is missing; not a checkpoint "
+                                  f"written by fashionlab's train.py")
+    return checkpoint
+
+
+def build_module(cfg: DictConfig, tasks: list[TaskSpec]) -> MultiTaskClassifier:
+    """The training module's architecture from a training config, without pretrained weights."""
+    backbone_cfg = {**OmegaConf.to_container(cfg.backbone, resolve=True), "pretrained": False}
+    net = MultiTaskNet(create_backbone(**backbone_cfg), tasks, head=cfg.model.head)
+    return MultiTaskClassifier(
+        net=net,
+        tasks=tasks,
+        criterion=MultiTaskLoss(tasks, **cfg.model.loss),
+        optimizer=instantiate(cfg.optimizer),
+        channels_last=cfg.model.get("channels_last", False),
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Rebuild the trained MultiTaskClassifier (eval mode) with its training config and tasks."""
+    path = Path(path).expanduser().resolve()
+    checkpoint = read_checkpoint(path, map_location)
+    hparams = checkpoint["hyper_parameters"]
+    cfg = OmegaConf.create(hparams["config"])
+    tasks = tasks_from_config(hparams["tasks"], key=f"{path.name}: hyper_parameters.tasks")
+    module = build_module(cfg, tasks)
+    missing, unexpected = module.load_state_dict(checkpoint["state_dict"], strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: weights do not fit the architecture in its config "
+            f"(missing: {', '.join(missing[:5]) or '-'}; unexpected: {', '.join(unexpected[:5]) or '-'})")
+    module.to(map_location).eval()
+    return LoadedCheckpoint(module=module, cfg=cfg, tasks=tasks, path=path,
+                            sha256=file_sha256(path))

@@ -1,0 +1,276 @@
+"""Predictions for arbitrary image files with a trained checkpoint: labels, probabilities and
+embeddings (the same embeddings as the evaluation index)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from fashionlab.data.images import load_rgb
+from fashionlab.data.tasks import TaskSpec
+from fashionlab.errors import ConfigError, DataNotFoundError, FashionlabError
+from fashionlab.models.checkpoint import LoadedCheckpoint, load_checkpoint
+from fashionlab.models.hierarchy import constrained_predictions, full_label
+from fashionlab.retrieval.embed import extract
+
+OUTPUT_FORMATS = (".csv", ".json", ".txt")
+
+
+def list_files(folder: str | Path) -> list[Path]:
+    """Every non-hidden file under `folder` (recursively), sorted; an error when there is none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataNotFoundError(f"{folder} is not a folder")
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+    if not files:
+        raise DataNotFoundError(f"{folder} is empty: no image files to read")
+    return files
+
+
+def gather_files(items: Sequence[str | Path]) -> list[Path]:
+    """Files and every file under folders, in the given order; an error when none remains."""
+    files: list[Path] = []
+    for item in map(Path, items):
+        if item.is_dir():
+            files.extend(list_files(item))
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise DataNotFoundError(f"{item} does not exist")
+    if not files:
+        raise DataNotFoundError("no image files given")
+    return files
+
+
+def read_query(path: str | Path) -> np.ndarray:
+    """A query image as HxWx3 uint8; a clear error when it is missing or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"query image {path} does not exist")
+    return load_rgb(path)
+
+
+def expects_grayscale(cfg: DictConfig) -> bool:
+    """True when the training data's eval pipeline takes HxW grayscale (it converts with ToRGB)."""
+    steps = cfg.data.transforms.eval.get("transforms") or []
+    return any(str(step.get("_target_", "")).endswith(".ToRGB") for step in steps)
+
+
+class _Images(Dataset):
+    def __init__(self, images: Sequence[np.ndarray], transform) -> None:
+        self.images = images
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"image": self.transform(image=self.images[index])["image"], "index": index}
+
+
+@dataclass
+class Predictions:
+    """Model outputs for N images: L2-normalised embeddings, per-task probabilities and labels
+    (hierarchy-constrained; multilabel tasks: the classes with probability >= 0.5)."""
+
+    tasks: list[TaskSpec]
+    embeddings: np.ndarray
+    probs: dict[str, np.ndarray]
+    labels: dict[str, list]
+
+    def __len__(self) -> int:
+        return len(self.embeddings)
+
+    def confidence(self, task: str, i: int) -> float | list[float]:
+        spec = next(t for t in self.tasks if t.name == task)
+        label = self.labels[task][i]
+        if spec.kind == "multilabel":
+            return [float(self.probs[task][i, spec.class_index(c)]) for c in label]
+        return float(self.probs[task][i, spec.class_index(label)])
+
+    def full_label(self, i: int) -> str | None:
+        """`parent-child` label over the task hierarchy ("tops-Shirt"); None without hierarchy."""
+        related = {t.parent for t in self.tasks if t.parent} | {t.name for t in self.tasks if t.parent}
+        chain = [t for t in self.tasks if t.name in related and t.kind == "multiclass"]
+        if not chain:
+            return None
+        return full_label(chain, {t.name: self.labels[t.name][i] for t in chain})
+
+
+class Predictor:
+    """A loaded checkpoint with its eval transform, applied to decoded RGB images."""
+
+    def __init__(self, checkpoint: LoadedCheckpoint, batch_size: int = 64) -> None:
+        self.checkpoint = checkpoint
+        self.tasks: list[TaskSpec] = list(checkpoint.tasks)
+        self.transform = instantiate(checkpoint.cfg.data.transforms.eval)
+        self.grayscale = expects_grayscale(checkpoint.cfg)
+        self.batch_size = int(batch_size)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, batch_size: int = 64) -> Predictor:
+        return cls(load_checkpoint(path), batch_size=batch_size)
+
+    @property
+    def sha256(self) -> str:
+        return self.checkpoint.sha256
+
+    def task(self, name: str) -> TaskSpec:
+        from fashionlab.recommend.config import task_by_name
+
+        return task_by_name(self.tasks, name)
+
+    def model_input(self, rgb: np.ndarray) -> np.ndarray:
+        """An HxWx3 uint8 image in the layout the training data had (HxW for grayscale data)."""
+        if self.grayscale:
+            return np.asarray(Image.fromarray(rgb).convert("L"))
+        return rgb
+
+    def predict(self, images: Sequence[np.ndarray]) -> Predictions:
+        """Predict decoded RGB images (HxWx3 uint8, any size)."""
+        if not len(images):
+            raise DataNotFoundError("no images to predict")
+        data = _Images([self.model_input(im) for im in images], self.transform)
+        loader = DataLoader(data, batch_size=self.batch_size, shuffle=False)
+        embeddings, probs = extract(self.checkpoint.module, loader, progress=False)
+        probs = {name: np.asarray(p, dtype=np.float32) for name, p in probs.items()}
+        multiclass = [t for t in self.tasks if t.kind == "multiclass"]
+        labels: dict[str, list] = {}
+        if multiclass:
+            log_probs = {
+                t.name: torch.log(torch.from_numpy(probs[t.name]).clamp_min(1e-12)) for t in multiclass
+            }
+            chosen = constrained_predictions(multiclass, log_probs)
+            for t in multiclass:
+                labels[t.name] = [t.classes[int(j)] for j in chosen[t.name]]
+        for t in self.tasks:
+            if t.kind == "multilabel":
+                labels[t.name] = [
+                    [c for c, p in zip(t.classes, row, strict=True) if p >= 0.5] for row in probs[t.name]
+                ]
+        return Predictions(self.tasks, np.asarray(embeddings, dtype=np.float32), probs, labels)
+
+
+def read_images(files: Sequence[Path], progress: bool = True) -> tuple[list[np.ndarray], list[str | None]]:
+    """Decode files with load_rgb; an unreadable file gives None and its error message."""
+    images: list[np.ndarray | None] = []
+    errors: list[str | None] = []
+    for path in tqdm(files, desc="reading", unit="img", disable=not progress, leave=False):
+        try:
+            images.append(load_rgb(path))
+            errors.append(None)
+        except (FashionlabError, OSError, ValueError) as err:
+            images.append(None)
+            message = str(err) or type(err).__name__
+            errors.append(message if str(path) in message else f"{path}: {message}")
+    return images, errors
+
+
+def predict_files(
+    predictor: Predictor, files: Sequence[Path], progress: bool = True, chunk: int = 256
+) -> pd.DataFrame:
+    """One row per file: path, error (None when readable), full_label, and per task `<task>` and
+    `<task>_prob` (multilabel: `|`-joined names and probabilities)."""
+    rows: list[dict] = []
+    bar = tqdm(total=len(files), desc="predicting", unit="img", disable=not progress)
+    for start in range(0, len(files), chunk):
+        part = list(files[start : start + chunk])
+        images, errors = read_images(part, progress=False)
+        good = [i for i, im in enumerate(images) if im is not None]
+        preds = predictor.predict([images[i] for i in good]) if good else None
+        where = {i: n for n, i in enumerate(good)}
+        for i, path in enumerate(part):
+            row: dict = {"path": str(path), "error": errors[i], "full_label": None}
+            if i in where:
+                n = where[i]
+                row["full_label"] = preds.full_label(n)
+                for t in predictor.tasks:
+                    label, prob = preds.labels[t.name][n], preds.confidence(t.name, n)
+                    if t.kind == "multilabel":
+                        row[t.name] = "|".join(label)
+                        row[f"{t.name}_prob"] = "|".join(f"{p:.4f}" for p in prob)
+                    else:
+                        row[t.name], row[f"{t.name}_prob"] = label, round(prob, 6)
+                    row[f"_probs_{t.name}"] = preds.probs[t.name][n]
+            rows.append(row)
+        bar.update(len(part))
+    bar.close()
+    return pd.DataFrame(rows)
+
+
+def predict_folder(predictor: Predictor, folder: str | Path, progress: bool = True) -> pd.DataFrame:
+    """`predict_files` over every file under `folder` (recursively)."""
+    return predict_files(predictor, list_files(folder), progress=progress)
+
+
+def error_of(row: dict) -> str | None:
+    """The row's error message, None for a readable file (pandas may store None as NaN)."""
+    error = row.get("error")
+    return error if isinstance(error, str) else None
+
+
+def public_columns(table: pd.DataFrame) -> pd.DataFrame:
+    return table[[c for c in table.columns if not c.startswith("_")]]
+
+
+def write_predictions(table: pd.DataFrame, tasks: list[TaskSpec], out: str | Path) -> Path:
+    """Write predictions as .csv (one row per file), .json (with full distributions) or .txt."""
+    out = Path(out)
+    if out.suffix not in OUTPUT_FORMATS:
+        raise ConfigError(
+            f"output {out}: unknown format {out.suffix!r}; use one of {', '.join(OUTPUT_FORMATS)}"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".csv":
+        public_columns(table).to_csv(out, index=False)
+    elif out.suffix == ".json":
+        out.write_text(json.dumps(prediction_records(table, tasks), indent=2) + "\n")
+    else:
+        out.write_text("".join(line + "\n" for line in prediction_lines(table, tasks)))
+    return out
+
+
+def prediction_records(table: pd.DataFrame, tasks: list[TaskSpec]) -> list[dict]:
+    records = []
+    for row in table.to_dict("records"):
+        record: dict = {"path": row["path"], "error": error_of(row)}
+        if record["error"] is None:
+            record["full_label"] = row["full_label"]
+            record["tasks"] = {
+                t.name: {
+                    "label": row[t.name],
+                    "prob": row[f"{t.name}_prob"],
+                    "probs": {
+                        c: round(float(p), 6) for c, p in zip(t.classes, row[f"_probs_{t.name}"], strict=True)
+                    },
+                }
+                for t in tasks
+            }
+        records.append(record)
+    return records
+
+
+def prediction_lines(table: pd.DataFrame, tasks: list[TaskSpec]) -> list[str]:
+    lines = []
+    for row in table.to_dict("records"):
+        if error_of(row) is not None:
+            lines.append(f"{row['path']}\tERROR\t{row['error']}")
+            continue
+        parts = [f"{t.name}={row[t.name]} ({row[f'{t.name}_prob']})" for t in tasks]
+        lines.append(f"{row['path']}\t{row['full_label']}\t" + " ".join(parts))
+    return lines
