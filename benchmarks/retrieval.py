@@ -82,6 +82,7 @@ def run_case(name: str, gallery: np.ndarray, labels: np.ndarray, queries: np.nda
     truth = exact.pop("ids")
     rows.append({"case": name, "index": "flat", "setting": "", "build_s": build, **exact,
                  "recall_at_10": 1.0})
+    print(rows[-1], flush=True)
     specs = [("hnsw", {"type": "hnsw", "M": args.hnsw_m, "efConstruction": args.ef_construction,
                        "efSearch": args.ef_search[0]}, "efSearch", args.ef_search),
              ("ivf_pq", {"type": "ivf_pq", "nlist": "auto", "nprobe": args.nprobe[0], "pq_m": args.pq_m,
@@ -98,6 +99,7 @@ def run_case(name: str, gallery: np.ndarray, labels: np.ndarray, queries: np.nda
             rows.append({"case": name, "index": kind, "setting": f"{knob}={value}", "build_s": build,
                          "factory": info["factory"], **{k_: v for k_, v in result.items() if k_ != "ids"},
                          "recall_at_10": recall_vs_exact(result["ids"], truth, 10)})
+            print(rows[-1], flush=True)
             build = float("nan")
     # the naive loop over the catalogue items of the query's class
     by_class = {c: np.flatnonzero(labels == c) for c in np.unique(labels)}

@@ -222,10 +222,11 @@ def test_cli(tiny_run, tmp_path):
     assert result.returncode != 0
     assert f"checkpoint not found: {missing}" in result.stderr
     ckpt = tiny_run / "checkpoints" / "best.ckpt"
+    before = set((tiny_run / "eval").iterdir()) if (tiny_run / "eval").is_dir() else set()
     result = run_script("evaluate.py", f"ckpt_path={ckpt}", "index=ivf_pq", "gallery=train", "query=test",
                         "retrieval.k=20", "wandb.log=false")
     assert result.returncode == 0, result.stderr[-3000:]
-    folders = [p for p in (tiny_run / "eval").iterdir() if p.name != "tiny"]
+    folders = sorted(set((tiny_run / "eval").iterdir()) - before)
     assert len(folders) == 1, "evaluate.py writes next to the checkpoint's run, in eval/<date>_<time>"
     report = json.loads((folders[0] / "report.json").read_text())
     assert report["index"]["type"] == "ivf_pq" and report["index"]["factory"].startswith("IVF")

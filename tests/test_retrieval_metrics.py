@@ -98,6 +98,6 @@ def test_index_options(tmp_path):
         assert recall_vs_exact(ids, truth, 10) > 0.8, info
     plan = index_plan({"type": "ivf_pq", "nlist": "auto", "pq_m": 12, "pq_nbits": 8}, 2000, 32)
     assert plan["params"]["pq_m"] == 8 and plan["params"]["nlist"] == 51  # 8 divides 32; 2000 // 39
-    assert plan["factory"] == "IVF51,PQ8x8"
+    assert plan["factory"] == "IVF51,PQ8x8np"
     with pytest.raises(ConfigError, match=r"index\.type is 'lsh'"):
         index_plan({"type": "lsh"}, 10, 4)

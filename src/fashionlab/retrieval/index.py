@@ -48,7 +48,9 @@ def index_plan(spec: Mapping[str, Any], num_items: int, dim: int) -> dict[str, A
         nbits = int(min(int(spec.get("pq_nbits", 8)), max(1, int(math.log2(max(num_items, 2))))))
         params = {"nlist": nlist, "nprobe": int(min(int(spec.get("nprobe", 16)), nlist)), "pq_m": m,
                   "pq_nbits": nbits, "refine_k_factor": float(spec.get("refine_k_factor", 0) or 0)}
-        factory = f"IVF{nlist},PQ{m}x{nbits}" + (",RFlat" if params["refine_k_factor"] > 0 else "")
+        # "np": no polysemous training (on by default in the factory; minutes of training for
+        # codes only polysemous search uses)
+        factory = f"IVF{nlist},PQ{m}x{nbits}np" + (",RFlat" if params["refine_k_factor"] > 0 else "")
         return {"type": "ivf_pq", "factory": factory, "params": params}
     raise ConfigError(f"index.type is {kind!r}; expected one of {', '.join(INDEX_TYPES)}")
 
