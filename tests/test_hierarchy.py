@@ -3,6 +3,7 @@
 import torch
 
 from fashionlab.data.tasks import tasks_from_config
+from fashionlab.evaluation.classification import predicted_indices
 from fashionlab.models.hierarchy import constrained_predictions, full_label, hierarchy_order
 from fashionlab.training.metrics import StageMetrics
 
@@ -51,3 +52,18 @@ def test_full_label_orders_coarse_to_fine():
     names = {"item": "sandals", "primary": "shoes", "gender": "female"}
     assert full_label([TASKS[2], TASKS[1], TASKS[0]], names) == "shoes-female-sandals"
     assert full_label(TASKS, {"item": "sunglasses", "primary": "glasses"}) == "glasses-sunglasses"
+
+
+def test_gallery_predictions_follow_the_hierarchy():
+    """evaluate.py's `pred_<task>` columns use the same constrained decoding, on probabilities."""
+    probs = {
+        "item": torch.tensor([[0.1, 0.2, 0.6, 0.1]]).numpy(),
+        "primary": torch.tensor([[0.7, 0.2, 0.1]]).numpy(),
+        "gender": torch.tensor([[0.4, 0.6]]).numpy(),
+        "colours": torch.tensor([[0.7, 0.3]]).numpy(),
+    }
+    preds = predicted_indices(TASKS, probs)
+    assert preds["primary"].tolist() == [0]
+    assert preds["item"].tolist() == [1]  # sneakers, not the jeans of the plain argmax
+    assert preds["gender"].tolist() == [1]
+    assert preds["colours"].tolist() == [[1, 0]]

@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 
 from fashionlab.data.tasks import TaskSpec
+from fashionlab.models.hierarchy import constrained_predictions
 from fashionlab.training.metrics import TaskMetrics
 
 
@@ -45,8 +46,12 @@ def classification_report(tasks: list[TaskSpec], probs: dict[str, np.ndarray],
 
 
 def predicted_indices(tasks: list[TaskSpec], probs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Argmax per multiclass task; multi-hot (p >= 0.5) per multilabel task."""
-    return {t.name: (probs[t.name].argmax(axis=1) if t.kind == "multiclass"
+    """Argmax per multiclass task, a child task's class chosen among the children of its parent's
+    predicted class (`models.hierarchy`); multi-hot (p >= 0.5) per multilabel task."""
+    multiclass = [t for t in tasks if t.kind == "multiclass"]
+    constrained = constrained_predictions(
+        multiclass, {t.name: torch.from_numpy(np.asarray(probs[t.name])) for t in multiclass})
+    return {t.name: (constrained[t.name].numpy() if t.kind == "multiclass"
                      else (probs[t.name] >= 0.5).astype(np.int64)) for t in tasks}
 
 

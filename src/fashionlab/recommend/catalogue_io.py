@@ -36,12 +36,8 @@ def manifest_checkpoint(eval_dir: str | Path) -> Path:
 
 
 def load_catalogue(eval_dir: str | Path, checkpoint_sha256: str | None = None) -> Catalogue:
-    """Catalogue.load with a clear error for a folder that is not a (complete) evaluation directory."""
-    read_manifest(eval_dir)
-    try:
-        return Catalogue.load(eval_dir, checkpoint_sha256=checkpoint_sha256)
-    except FileNotFoundError as err:
-        raise DataNotFoundError(str(err)) from None
+    """The evaluation directory's catalogue; a missing or incomplete directory is a DataNotFoundError."""
+    return Catalogue.load(eval_dir, checkpoint_sha256=checkpoint_sha256)
 
 
 def open_index(

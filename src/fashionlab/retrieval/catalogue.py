@@ -11,8 +11,9 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from fashionlab.data.images import load_rgb
 from fashionlab.data.tasks import TaskSpec, tasks_from_config
-from fashionlab.errors import ConfigError, ManifestMismatchError
+from fashionlab.errors import ConfigError, DataNotFoundError, ManifestMismatchError
 from fashionlab.retrieval.index import load_index
 from fashionlab.retrieval.index import search as index_search
 from fashionlab.retrieval.manifest import check_manifest, read_manifest
@@ -45,7 +46,7 @@ class Catalogue:
         check_manifest(manifest, folder / "manifest.json", checkpoint_sha256, data_fingerprint)
         for name in (INDEX_FILE, EMBEDDINGS_FILE, GALLERY_FILE):
             if not (folder / name).is_file():
-                raise FileNotFoundError(f"{folder / name} not found (evaluation directory incomplete)")
+                raise DataNotFoundError(f"{folder / name} not found (evaluation directory incomplete)")
         embeddings = np.load(folder / EMBEDDINGS_FILE)
         gallery = pd.read_parquet(folder / GALLERY_FILE)
         index = load_index(folder / INDEX_FILE, manifest["index"])
@@ -67,10 +68,10 @@ class Catalogue:
         the candidates (ids -1 pad rows with fewer than k allowed items found)."""
         available = len(self) if allowed_ids is None else len(np.unique(allowed_ids))
         if not 1 <= int(k) <= len(self):
-            raise ValueError(f"k={k}: the catalogue {self.folder} holds {len(self)} items; "
+            raise ConfigError(f"k={k}: the catalogue {self.folder} holds {len(self)} items; "
                              f"k must be between 1 and {len(self)}")
         if allowed_ids is not None and available == 0:
-            raise ValueError("allowed_ids is empty: no catalogue item to search")
+            raise ConfigError("allowed_ids is empty: no catalogue item to search")
         return index_search(self.index, self.manifest["index"], queries, int(k), allowed_ids)
 
     @cached_property
@@ -89,7 +90,7 @@ class Catalogue:
         row = self.gallery.iloc[int(item_id)]
         path = row.get("path")
         if isinstance(path, str) and path:
-            return read_rgb(self._resolve(path))
+            return load_rgb(self._resolve(path))
         return self._datamodule.splits[row["split"]].raw_image(int(row["index"]))
 
     def _resolve(self, path: str) -> Path:
@@ -97,10 +98,3 @@ class Catalogue:
         root = (self.manifest.get("data") or {}).get("root")
         return p if p.is_absolute() or not root else Path(root) / p
 
-
-def read_rgb(path: str | Path) -> np.ndarray:
-    """An image file as HxWx3 uint8 RGB, EXIF orientation applied."""
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as image:
-        return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fashionlab.errors import ManifestMismatchError
+from fashionlab.errors import DataNotFoundError, ManifestMismatchError
 
 MANIFEST = "manifest.json"
 REQUIRED = ("checkpoint", "checkpoint_sha256", "data_fingerprint", "index", "embedding_dim",
@@ -35,7 +35,7 @@ def write_manifest(folder: str | Path, manifest: Mapping[str, Any]) -> Path:
 def read_manifest(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / MANIFEST
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: not an evaluation directory of evaluate.py")
+        raise DataNotFoundError(f"{path} not found: not an evaluation directory of evaluate.py")
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
