@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.trial import TrialState
 
 from fashionlab.sweep.objective import Objective, base_overrides, compose_train_config
@@ -54,6 +54,10 @@ def run_sweep(cfg: DictConfig) -> dict[str, Any]:
     space = OmegaConf.to_container(cfg.search_space, resolve=True)
     base_cfg = compose_train_config(conf_dir, base_overrides(sweep))
     check_space(space, base_cfg, conf_dir)
+    with open_dict(sweep):
+        sweep.metric = sweep.metric or str(base_cfg.training.monitor)
+        sweep.direction = sweep.direction or (
+            "maximize" if base_cfg.training.monitor_mode == "max" else "minimize")
 
     study, storage = open_study(sweep, sweep_dir)
     log.info("study %r in %s; sweep folder %s", study.study_name, storage_url(sweep, sweep_dir), sweep_dir)
