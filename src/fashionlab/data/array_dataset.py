@@ -9,6 +9,16 @@ import torch
 from torch.utils.data import Dataset
 
 
+def target_tensors(targets: dict[str, np.ndarray], index: int) -> dict[str, torch.Tensor]:
+    """Item `index` of each task's labels: a long class index, or a float multi-hot row."""
+    out = {}
+    for task, values in targets.items():
+        value = values[index]
+        out[task] = (torch.as_tensor(value, dtype=torch.float32) if np.ndim(value)
+                     else torch.as_tensor(value, dtype=torch.long))
+    return out
+
+
 class ArrayImageDataset(Dataset):
     """Images (N, H, W[, C]) uint8 plus per-task integer or multi-hot targets.
 
@@ -38,15 +48,7 @@ class ArrayImageDataset(Dataset):
             image = self.transform(image=image)["image"]
         else:
             image = torch.from_numpy(np.ascontiguousarray(image))
-        targets = {}
-        for task, values in self.targets.items():
-            value = values[index]
-            targets[task] = (
-                torch.as_tensor(value, dtype=torch.float32)
-                if np.ndim(value)
-                else torch.as_tensor(value, dtype=torch.long)
-            )
-        return {"image": image, "targets": targets, "index": index}
+        return {"image": image, "targets": target_tensors(self.targets, index), "index": index}
 
     def raw_image(self, index: int) -> np.ndarray:
         """Image `index` as stored, before transforms, as HxWx3 uint8 RGB (grey repeated)."""

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from fashionlab.data.array_dataset import target_tensors
 from fashionlab.data.images import load_rgb
 
 
@@ -54,15 +55,7 @@ class FileImageDataset(Dataset):
             image = self.transform(image=image)["image"]
         else:
             image = torch.from_numpy(image)
-        targets = {}
-        for task, values in self.targets.items():
-            value = values[index]
-            targets[task] = (
-                torch.as_tensor(value, dtype=torch.float32)
-                if np.ndim(value)
-                else torch.as_tensor(value, dtype=torch.long)
-            )
-        return {"image": image, "targets": targets, "index": index}
+        return {"image": image, "targets": target_tensors(self.targets, index), "index": index}
 
 
 def relative_to(path: str | Path, root: str | Path) -> str:
