@@ -17,8 +17,9 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,26 @@ def _check_pixels(path: str | Path, size: tuple[int, int]) -> None:
         raise BadImageError(
             path, f"{size[0]}x{size[1]} = {size[0] * size[1]} pixels exceeds the "
                   f"decompression-bomb limit PIL.Image.MAX_IMAGE_PIXELS={limit}")
+
+
+@contextmanager
+def _pil_errors(path: str | Path, corrupt: str) -> Iterator[None]:
+    """Around PIL's opening/decoding of `path`: decompression-bomb warnings are errors, and every
+    failure is a BadImageError naming the file (`corrupt` words a file PIL cannot decode)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except BadImageError:
+        raise
+    except FileNotFoundError:
+        raise BadImageError(path, "file not found") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise BadImageError(path, f"decompression bomb: {exc}") from None
+    except UnidentifiedImageError:
+        raise BadImageError(path, "not an image file PIL can identify") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise BadImageError(path, f"{corrupt} ({exc})") from None
 
 
 def _flatten_alpha(image: Image.Image) -> Image.Image:
@@ -77,24 +98,10 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
 
 def load_rgb(path: str | Path) -> np.ndarray:
     """Decode an image file into HxWx3 uint8 RGB, upright per its EXIF orientation."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                _check_pixels(path, image.size)
-                image.load()
-                image = ImageOps.exif_transpose(image)
-                return to_rgb_array(image)
-    except BadImageError:
-        raise
-    except FileNotFoundError:
-        raise BadImageError(path, "file not found") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise BadImageError(path, f"decompression bomb: {exc}") from None
-    except UnidentifiedImageError:
-        raise BadImageError(path, "not an image file PIL can identify") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise BadImageError(path, f"corrupt or truncated image ({exc})") from None
+    with _pil_errors(path, "corrupt or truncated image"), Image.open(path) as image:
+        _check_pixels(path, image.size)
+        image.load()
+        return to_rgb_array(ImageOps.exif_transpose(image))
 
 
 @dataclass(frozen=True)
@@ -123,17 +130,8 @@ def check_image(path: str | Path, full: bool = False) -> FileInfo:
         raise BadImageError(path, f"cannot read file ({exc.strerror or exc})") from None
     if size == 0:
         raise BadImageError(path, "empty file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                fmt, (width, height) = image.format or "", image.size
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise BadImageError(path, f"decompression bomb: {exc}") from None
-    except UnidentifiedImageError:
-        raise BadImageError(path, "not an image file PIL can identify") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise BadImageError(path, f"corrupt image header ({exc})") from None
+    with _pil_errors(path, "corrupt image header"), Image.open(path) as image:
+        fmt, (width, height) = image.format or "", image.size
     _check_pixels(path, (width, height))
     marker = END_MARKERS.get(fmt)
     if full or (marker is not None and marker not in tail):
