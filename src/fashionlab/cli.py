@@ -123,9 +123,9 @@ def _similar(args, cfg) -> None:
     k = args.k or int(cfg.similar.k)
     category = args.category_task or cfg.category_task
     if args.random:
-        from fashionlab.recommend.catalogue_io import load_catalogue
+        from fashionlab.retrieval.catalogue import Catalogue
 
-        catalogue = load_catalogue(args.index)
+        catalogue = Catalogue.load(args.index)
         result = similar_to_item(
             catalogue, random_item(catalogue, args.seed), k, args.same_category, category
         )
@@ -221,13 +221,13 @@ def _wardrobe(args, cfg) -> None:
 
 
 def _outfit(args, cfg) -> None:
-    from fashionlab.recommend.catalogue_io import load_catalogue
     from fashionlab.recommend.outfit import outfit_lines, recommend_outfits
     from fashionlab.recommend.predict import Predictor, gather_files
+    from fashionlab.retrieval.catalogue import Catalogue
 
     files = gather_files(args.faces)
     predictor = Predictor.from_checkpoint(args.style_ckpt, batch_size=cfg.batch_size)
-    catalogue = load_catalogue(args.index)
+    catalogue = Catalogue.load(args.index)
     outfits = recommend_outfits(
         predictor,
         catalogue,
@@ -250,8 +250,8 @@ def _outfit(args, cfg) -> None:
 
 
 def _app(args, cfg) -> None:
-    from fashionlab.recommend.catalogue_io import read_manifest
     from fashionlab.recommend.webapp import streamlit_command
+    from fashionlab.retrieval.manifest import read_manifest
 
     read_manifest(args.index)
     command = streamlit_command(

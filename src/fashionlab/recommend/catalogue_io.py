@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,16 +11,7 @@ from fashionlab.data.tasks import TaskSpec
 from fashionlab.errors import ConfigError, DataNotFoundError
 from fashionlab.recommend.predict import Predictor
 from fashionlab.retrieval.catalogue import Catalogue
-
-
-def read_manifest(eval_dir: str | Path) -> dict:
-    path = Path(eval_dir) / "manifest.json"
-    if not path.is_file():
-        raise DataNotFoundError(
-            f"{eval_dir} is not an evaluation directory: {path} does not exist "
-            "(create it with `python evaluate.py ckpt_path=...`)"
-        )
-    return json.loads(path.read_text())
+from fashionlab.retrieval.manifest import read_manifest
 
 
 def manifest_checkpoint(eval_dir: str | Path) -> Path:
@@ -35,18 +25,13 @@ def manifest_checkpoint(eval_dir: str | Path) -> Path:
     )
 
 
-def load_catalogue(eval_dir: str | Path, checkpoint_sha256: str | None = None) -> Catalogue:
-    """The evaluation directory's catalogue; a missing or incomplete directory is a DataNotFoundError."""
-    return Catalogue.load(eval_dir, checkpoint_sha256=checkpoint_sha256)
-
-
 def open_index(
     eval_dir: str | Path, ckpt: str | Path | None = None, batch_size: int = 64
 ) -> tuple[Catalogue, Predictor]:
     """The catalogue and a predictor for query images. The checkpoint (default: the manifest's) must
     be the one the index was built from, else ManifestMismatchError."""
     predictor = Predictor.from_checkpoint(ckpt or manifest_checkpoint(eval_dir), batch_size=batch_size)
-    catalogue = load_catalogue(eval_dir, checkpoint_sha256=predictor.sha256)
+    catalogue = Catalogue.load(eval_dir, checkpoint_sha256=predictor.sha256)
     return catalogue, predictor
 
 

@@ -35,7 +35,8 @@ def write_manifest(folder: str | Path, manifest: Mapping[str, Any]) -> Path:
 def read_manifest(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / MANIFEST
     if not path.is_file():
-        raise DataNotFoundError(f"{path} not found: not an evaluation directory of evaluate.py")
+        raise DataNotFoundError(f"{folder} is not an evaluation directory: {path} does not exist "
+                                "(create it with `python evaluate.py ckpt_path=...`)")
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
