@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from PIL import Image
@@ -20,8 +19,9 @@ from tqdm.auto import tqdm
 from fashionlab.data.images import load_rgb
 from fashionlab.data.tasks import TaskSpec
 from fashionlab.errors import ConfigError, DataNotFoundError, FashionlabError
+from fashionlab.evaluation.classification import label_names, predicted_indices
 from fashionlab.models.checkpoint import LoadedCheckpoint, load_checkpoint
-from fashionlab.models.hierarchy import constrained_predictions, full_label
+from fashionlab.models.hierarchy import full_label
 from fashionlab.retrieval.embed import extract
 
 OUTPUT_FORMATS = (".csv", ".json", ".txt")
@@ -149,20 +149,8 @@ class Predictor:
         loader = DataLoader(data, batch_size=self.batch_size, shuffle=False)
         embeddings, probs = extract(self.checkpoint.module, loader, progress=False)
         probs = {name: np.asarray(p, dtype=np.float32) for name, p in probs.items()}
-        multiclass = [t for t in self.tasks if t.kind == "multiclass"]
-        labels: dict[str, list] = {}
-        if multiclass:
-            log_probs = {
-                t.name: torch.log(torch.from_numpy(probs[t.name]).clamp_min(1e-12)) for t in multiclass
-            }
-            chosen = constrained_predictions(multiclass, log_probs)
-            for t in multiclass:
-                labels[t.name] = [t.classes[int(j)] for j in chosen[t.name]]
-        for t in self.tasks:
-            if t.kind == "multilabel":
-                labels[t.name] = [
-                    [c for c, p in zip(t.classes, row, strict=True) if p >= 0.5] for row in probs[t.name]
-                ]
+        chosen = predicted_indices(self.tasks, probs)
+        labels = {t.name: label_names(t, chosen[t.name]) for t in self.tasks}
         return Predictions(self.tasks, np.asarray(embeddings, dtype=np.float32), probs, labels)
 
 
