@@ -113,22 +113,33 @@ class FashionMNISTDataModule(MultiTaskDataModule):
     def prepare_data(self) -> None:
         locate_fashion_mnist(self.root, self.system_dirs, self.download, self.mirrors, self.md5)
 
-    def load_splits(self) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]:
+    def validate(self) -> None:
+        """Check the task definitions against the data (before any file is read)."""
         article = next((t for t in self.tasks if t.name == "article"), None)
         if article is None or article.classes != CLASSES:
             raise ConfigError(
                 "data.tasks.article.classes must list the 10 Fashion-MNIST classes in label "
                 f"order: {', '.join(CLASSES)}"
             )
+
+    def description(self) -> str:
+        return "Fashion-MNIST"
+
+    def official_split(self, split: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Images and per-task labels of the official `train` or `test` split."""
+        images, labels = read_fashion_mnist_split(self.folder, split)
+        return images, {"article": labels}
+
+    def load_splits(self) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]:
+        self.validate()
         self.folder = locate_fashion_mnist(
             self.root, self.system_dirs, self.download, self.mirrors, self.md5
         )
-        log.info("Fashion-MNIST from %s", self.folder)
-        train_images, train_labels = read_fashion_mnist_split(self.folder, "train")
-        test_images, test_labels = read_fashion_mnist_split(self.folder, "test")
-        keep, held = stratified_split(train_labels, self.val_size, self.seed)
+        log.info("%s from %s", self.description(), self.folder)
+        images, targets = self.official_split("train")
+        keep, held = stratified_split(targets["article"], self.val_size, self.seed)
         return {
-            "train": (train_images[keep], {"article": train_labels[keep]}),
-            "val": (train_images[held], {"article": train_labels[held]}),
-            "test": (test_images, {"article": test_labels}),
+            "train": (images[keep], {k: v[keep] for k, v in targets.items()}),
+            "val": (images[held], {k: v[held] for k, v in targets.items()}),
+            "test": self.official_split("test"),
         }

@@ -14,7 +14,6 @@ so an image keeps its attributes whatever the training `seed`.
 from __future__ import annotations
 
 import argparse
-import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,13 +23,9 @@ import numpy as np
 from fashionlab.data.fashion_mnist import (
     CLASSES,
     FashionMNISTDataModule,
-    locate_fashion_mnist,
     read_fashion_mnist_split,
 )
-from fashionlab.data.splits import stratified_split
 from fashionlab.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 PATTERNS: tuple[str, ...] = ("solid", "striped", "checked", "dotted")
 # Smallest pattern period (pixels at 28x28): 2 px on / 2 px off still survives a resize to 32-48 px.
@@ -226,26 +221,13 @@ class FashionMNISTAttrsDataModule(FashionMNISTDataModule):
                      self.pattern_strength, self.colour_jitter)
         return rgb, colours, patterns
 
-    def load_splits(self) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]:
-        self.validate()
-        self.folder = locate_fashion_mnist(
-            self.root, self.system_dirs, self.download, self.mirrors, self.md5
-        )
-        log.info("Fashion-MNIST (colour and pattern, attribute_seed=%d) from %s",
-                 self.attribute_seed, self.folder)
-        official = {}
-        for split in ("train", "test"):
-            grey, articles = read_fashion_mnist_split(self.folder, split)
-            rgb, colours, patterns = self.colourise(grey, articles, split)
-            official[split] = (rgb, {"article": articles, "colour": colours, "pattern": patterns})
-        images, targets = official["train"]
-        keep, held = stratified_split(targets["article"], self.val_size, self.seed)
-        return {
-            "train": (images[keep], {k: v[keep] for k, v in targets.items()}),
-            "val": (images[held], {k: v[held] for k, v in targets.items()}),
-            "test": official["test"],
-        }
+    def description(self) -> str:
+        return f"Fashion-MNIST (colour and pattern, attribute_seed={self.attribute_seed})"
 
+    def official_split(self, split: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        grey, articles = read_fashion_mnist_split(self.folder, split)
+        rgb, colours, patterns = self.colourise(grey, articles, split)
+        return rgb, {"article": articles, "colour": colours, "pattern": patterns}
 
 def sample_grid(datamodule: FashionMNISTAttrsDataModule, split: str = "test",
                 scale: int = 2) -> np.ndarray:
