@@ -42,11 +42,15 @@ class Comparison:
 
 
 def run_labels(paths: Sequence[Path]) -> list[str]:
-    """Short names: each run's path below the parent of the runs' common folder (e.g. `<stamp>/0`)."""
+    """Short names: each run's path below the runs' common folder, with that folder's name when the
+    runs are numbered jobs of one multirun (e.g. `<stamp>/0`)."""
     if len(paths) == 1:
         return [paths[0].name]
     common = Path(os.path.commonpath([str(p) for p in paths]))
-    return [str(p.relative_to(common.parent)) for p in paths]
+    labels = [p.relative_to(common) for p in paths]
+    if any(label.name.isdigit() for label in labels):
+        labels = [p.relative_to(common.parent) for p in paths]
+    return [str(label) for label in labels]
 
 
 def _key(value: Any) -> str:
