@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 from omegaconf import OmegaConf
+from wandb_records import read_records
 
 from fashionlab.cli import main
 from fashionlab.experiments.compare import load_comparison
@@ -19,7 +20,6 @@ from fashionlab.experiments.record import record
 from fashionlab.resolvers import multirun_group
 
 from conftest import ROOT, run_script, tiny_overrides
-from wandb_records import read_records
 
 PNG = bytes.fromhex("89504e470d0a1a0a")  # enough of a PNG for copying
 
@@ -51,7 +51,8 @@ def fake_eval(run: Path, stamp: str, p_at_1: float, mtime: float) -> Path:
     (out / ".hydra").mkdir(parents=True)
     report = {"retrieval": {"metrics": {"article": {"precision_at_1": p_at_1, "map_at_r": p_at_1 / 2}}}}
     (out / "report.json").write_text(json.dumps(report))
-    OmegaConf.save([f"ckpt_path={run}/checkpoints/best.ckpt", "index=hnsw"], out / ".hydra" / "overrides.yaml")
+    OmegaConf.save([f"ckpt_path={run}/checkpoints/best.ckpt", "index=hnsw"],
+                   out / ".hydra" / "overrides.yaml")
     (out / "confusion_article.png").write_bytes(PNG)
     os.utime(out / "report.json", (mtime, mtime))
     return out
@@ -186,11 +187,12 @@ def test_record_two_tiny_runs(real_multirun, tmp_path, capsys):
             "--command", "python train.py -m optimizer.lr=0.01,0.002", "--into", str(tmp_path)]
     assert main(argv) == 0
     text = (tmp_path / "tiny" / "README.md").read_text()
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                          text=True).stdout.strip()
     assert f"trained at commit `{head}`" in text
     assert "python train.py -m optimizer.lr=0.01,0.002\n" in text
     for job, lr in (("0", "0.01"), ("1", "0.002")):
-        assert f"python train.py data.root=" in text and f" optimizer.lr={lr}\n" in text
+        assert "python train.py data.root=" in text and f" optimizer.lr={lr}\n" in text
         row = next(line for line in text.splitlines() if line.startswith(f"| {real_multirun.name}/{job} "))
         assert f"| {lr} " in row
     assert "| optimizer.lr " in text and "| val/article/acc " in text and "| test/article/macro-F1 " in text
