@@ -10,6 +10,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from fashionlab.errors import ConfigError
+from fashionlab.experiments.compare import load_comparison
+from fashionlab.experiments.record import run_commands
 from fashionlab.sweep.argv import split_argv
 from fashionlab.sweep.run import run_sweep
 
@@ -81,6 +83,14 @@ def test_sweep_applies_command_line_train_overrides_to_every_trial(fmnist_dir, t
     assert f"python train.py experiment=<file name> {shlex.join(train)}" in best
     assert list(OmegaConf.load(sweep_dir / "train_overrides.yaml")) == train
     assert "optimizer" in OmegaConf.create(best)
+
+    # the sweep folder is an input of `fashionlab compare` / `record`: its trials, its command
+    comparison = load_comparison([sweep_dir])
+    assert sorted(comparison.table["run"]) == ["trials/0000", "trials/0001"]
+    assert comparison.config_columns == ["optimizer.lr"] and comparison.monitor == "val/article/acc"
+    (command,) = run_commands([sweep_dir], comparison.runs)
+    assert shlex.split(command)[:3] == ["python", "sweep.py", "search_space=lr"]
+    assert shlex.split(command)[-len(train):] == train
 
 
 def test_unknown_train_option_is_one_line_before_any_trial(tmp_path):

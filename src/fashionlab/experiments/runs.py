@@ -17,6 +17,8 @@ from fashionlab.errors import RunFolderError
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
+# Interpolations that differ between runs only because the runs live in different folders.
+LOCATION_REFS = ("${paths.", "${hydra:")
 
 
 @dataclass
@@ -128,7 +130,8 @@ def load_run(path: Path) -> Run:
 
 def flat_config(cfg: DictConfig) -> dict[str, Any]:
     """`{dotted.key: value}` of a saved config; interpolations resolved where they can be outside
-    Hydra, otherwise kept as written. Lists stay lists."""
+    Hydra, except those of the run's location (`${paths.…}`, `${hydra:…}`): kept as written, like
+    those that cannot be resolved. Lists stay lists."""
     flat: dict[str, Any] = {}
 
     def walk(node: Any, prefix: str) -> None:
@@ -137,7 +140,7 @@ def flat_config(cfg: DictConfig) -> dict[str, Any]:
                 walk(value, f"{prefix}{key}.")
             return
         key = prefix[:-1]
-        if isinstance(node, str) and "${" in node:
+        if isinstance(node, str) and "${" in node and not any(p in node for p in LOCATION_REFS):
             resolved = _select(cfg, key)
             if resolved is not None:
                 node = (OmegaConf.to_container(resolved, resolve=True)
