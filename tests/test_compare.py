@@ -179,7 +179,7 @@ def test_multirun_jobs_share_a_wandb_group_and_record_size_and_speed(real_multir
         metrics = json.loads((real_multirun / job / "metrics.json").read_text())
         assert metrics["num_parameters"] > 1_000_000 and metrics["train_images_per_s"] > 0
         assert metrics["train_images_seen"] == 2 * 16
-        assert metrics["environment"]["torch_version"] == torch.__version__.split("+")[0]
+        assert metrics["env_torch_version"] == torch.__version__.split("+")[0]
 
 
 def test_record_two_tiny_runs(real_multirun, tmp_path, capsys):

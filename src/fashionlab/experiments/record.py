@@ -94,7 +94,8 @@ def code_section(comparison: Comparison, repo_dir: Path) -> list[str]:
 
 def hardware_section(comparison: Comparison) -> list[str]:
     labels = list(comparison.table["run"])
-    envs = _grouped((label, run.metrics.get("environment"))
+    envs = _grouped((label, {k.removeprefix("env_"): v for k, v in run.metrics.items()
+                             if k.startswith("env_")} or None)
                     for label, run in zip(labels, comparison.runs, strict=True))
     lines = ["## Hardware", ""]
     for key, names in envs.items():

@@ -67,7 +67,7 @@ class TrainingStats(Callback):
         return {"num_parameters": int(sum(p.numel() for p in model.parameters())),
                 "train_images_seen": self.images, "fit_s": round(self.fit_s or 0.0, 2),
                 "train_images_per_s": round(rate, 1) if rate is not None else None,
-                "environment": environment_info()}
+                **{f"env_{k}": v for k, v in environment_info().items()}}
 
 
 def environment_info() -> dict[str, Any]:
@@ -108,8 +108,7 @@ def flat_metrics(results: Iterable[Mapping[str, Any]]) -> dict[str, float]:
 
 
 def write_metrics_json(path: Path, metrics: Mapping[str, Any]) -> None:
-    """Write a JSON object (flat but for `environment`); non-finite floats become null so the file
-    stays valid JSON."""
+    """Write a flat JSON object; non-finite floats become null so the file stays valid JSON."""
     clean = {
         k: (None if isinstance(v, float) and not math.isfinite(v) else v)
         for k, v in metrics.items()
