@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("record", help="record an experiment: experiments/NAME/README.md and results")
     p.add_argument("name", help="folder name under experiments/")
     p.add_argument("--runs", nargs="+", required=True, metavar="RUN_OR_MULTIRUN_DIR")
-    p.add_argument("--command", action="append", default=[], dest="commands",
+    p.add_argument("--command", action="append", default=[], dest="commands", metavar="COMMAND",
                    help="a command of the experiment, as run (repeat for several)")
     p.add_argument("--title")
     p.add_argument("--notes-file", help="markdown to include as the experiment's notes")
