@@ -46,10 +46,6 @@ def trial_overrides(data_root: Path, epochs: int = 1, *extra: str) -> list[str]:
             f"trainer.max_epochs={epochs}", *extra]
 
 
-def hydra_list(items: list[str]) -> str:
-    return "[" + ",".join(f"'{item}'" for item in items) + "]"
-
-
 @pytest.fixture
 def sweep_cfg(compose_cfg, fmnist_dir, tmp_path):
     """sweep_cfg(space, *overrides, epochs=1) -> composed `sweep` config, sweep folder in tmp_path."""
@@ -58,7 +54,7 @@ def sweep_cfg(compose_cfg, fmnist_dir, tmp_path):
         cfg = compose_cfg([f"hydra.run.dir={tmp_path / 'sweep'}", "search_space=lr",
                            "sweep.heartbeat_interval=null", *overrides], config_name="sweep")
         with open_dict(cfg):
-            cfg.sweep.base_overrides = trial_overrides(fmnist_dir, epochs, *extra)
+            cfg.sweep.train_overrides = trial_overrides(fmnist_dir, epochs, *extra)
             if space is not None:
                 cfg.search_space = space
         return cfg
@@ -166,8 +162,8 @@ def test_trials_are_wandb_runs_grouped_by_study(sweep_cfg, monkeypatch):
     monkeypatch.setattr("fashionlab.sweep.objective.train", fake_train)
     cfg = sweep_cfg(None, "sweep.n_trials=2", "sweep.study_name=wb")
     with open_dict(cfg):
-        cfg.sweep.base_overrides = [o.replace("logger=none", "logger=wandb")
-                                    for o in cfg.sweep.base_overrides]
+        cfg.sweep.train_overrides = [o.replace("logger=none", "logger=wandb")
+                                     for o in cfg.sweep.train_overrides]
     run_sweep(cfg)
     assert seen == [("wb", f"wb-trial-{n}", ["PyTorchLightningPruningCallback"]) for n in (0, 1)]
 
@@ -228,7 +224,7 @@ def postgres_url() -> Iterator[str]:
 def test_two_workers_share_a_postgresql_study(postgres_url, fmnist_dir, tmp_path):
     args = ["sweep.py", "search_space=lr", f"sweep.storage={postgres_url}", "sweep.study_name=shared",
             "sweep.n_trials=4", "sweep.pruner=none", "sweep.heartbeat_interval=5",
-            f"sweep.base_overrides={hydra_list(trial_overrides(fmnist_dir))}"]
+            *trial_overrides(fmnist_dir)]
     workers = [start_script(*args, f"hydra.run.dir={tmp_path / f'w{i}'}", stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
                for i in range(2)]

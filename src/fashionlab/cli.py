@@ -1,5 +1,5 @@
 """The `fashionlab` command: argument parsing and printing only; the work is done in
-fashionlab.recommend."""
+fashionlab.recommend and fashionlab.experiments."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fashionlab",
         description="Predict, search and recommend with a "
-        "trained fashionlab checkpoint and its evaluation directory.",
+        "trained fashionlab checkpoint and its evaluation directory; compare and record runs.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -82,6 +83,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name in ("predict", "similar", "profile", "wardrobe", "outfit", "app"):
         _common(sub.choices[name])
+
+    p = sub.add_parser("compare", help="compare finished runs: table (.md, .csv) and bar chart")
+    p.add_argument("runs", nargs="+", metavar="RUN_OR_MULTIRUN_DIR",
+                   help="run folders (with metrics.json), multirun folders or sweep folders")
+    p.add_argument("-o", "--output", help="folder for comparison.md/.csv/.png "
+                   "(default: outputs/compare/<date_time>)")
+
+    p = sub.add_parser("record", help="record an experiment: experiments/NAME/README.md and results")
+    p.add_argument("name", help="folder name under experiments/")
+    p.add_argument("--runs", nargs="+", required=True, metavar="RUN_OR_MULTIRUN_DIR")
+    p.add_argument("--command", action="append", default=[], dest="commands", metavar="COMMAND",
+                   help="a command of the experiment, as run (repeat for several)")
+    p.add_argument("--title")
+    p.add_argument("--notes-file", help="markdown to include as the experiment's notes")
+    p.add_argument("--into", default="experiments", help="parent folder (default: experiments)")
+    p.add_argument("--force", action="store_true", help="rewrite an existing experiment folder")
     return parser
 
 
@@ -260,6 +277,33 @@ def _app(args, cfg) -> None:
     raise SystemExit(subprocess.call(command))
 
 
+def _compare(args) -> None:
+    from fashionlab.experiments.compare import compare
+
+    out = args.output or f"outputs/compare/{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    comparison = compare(args.runs, out)
+    _report_skipped(comparison.skipped)
+    print(f"{len(comparison.runs)} runs compared -> " + ", ".join(str(p) for p in comparison.files.values()))
+
+
+def _record(args) -> None:
+    from fashionlab.experiments.record import record
+
+    argv = [args.name, "--runs", *args.runs, *[a for c in args.commands for a in ("--command", c)]]
+    argv += [a for flag, value in (("--title", args.title), ("--notes-file", args.notes_file))
+             if value for a in (flag, value)]
+    out = record(args.name, args.runs, args.commands, args.title, args.notes_file, args.into,
+                 args.force, argv)
+    print(f"experiment recorded -> {out / 'README.md'}")
+
+
+def _report_skipped(skipped: list[Path]) -> None:
+    for folder in skipped:
+        print(f"skipped (no metrics.json): {folder}", file=sys.stderr)
+
+
+EXPERIMENT_COMMANDS = {"compare": _compare, "record": _record}
+
 COMMANDS = {
     "predict": _predict,
     "similar": _similar,
@@ -273,6 +317,9 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command in EXPERIMENT_COMMANDS:
+            EXPERIMENT_COMMANDS[args.command](args)
+            return 0
         from fashionlab.recommend.config import load_config
 
         cfg = load_config(args.config, args.set)

@@ -43,3 +43,7 @@ class CheckpointError(FashionlabError, ValueError):
 
 class ManifestMismatchError(FashionlabError, ValueError):
     """An index was built from another model or other data than the one in use."""
+
+
+class RunFolderError(FashionlabError, FileNotFoundError):
+    """A folder given as a training run is not one (no metrics.json) and holds no runs."""

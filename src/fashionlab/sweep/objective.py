@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shlex
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -13,6 +14,7 @@ import optuna
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna_integration import PyTorchLightningPruningCallback
 
@@ -52,9 +54,33 @@ def compose_train_config(conf_dir: str, overrides: list[str], run_dir: Path | No
     return cfg
 
 
-def base_overrides(sweep: DictConfig) -> list[str]:
-    """`sweep.base_overrides`, minus run-directory settings (each trial gets its own)."""
-    return [str(o) for o in sweep.get("base_overrides") or [] if not str(o).startswith("hydra.run.dir=")]
+def train_overrides(sweep: DictConfig) -> list[str]:
+    """The train overrides of every trial (sweep.py's command line, set into `sweep.train_overrides`)."""
+    if sweep.get("base_overrides"):
+        raise ConfigError("sweep.base_overrides is gone: give train overrides directly on sweep.py's "
+                          "command line, e.g. `python sweep.py search_space=lr trainer.max_epochs=3`")
+    return [str(o) for o in sweep.get("train_overrides") or []]
+
+
+def composition_error(error: HydraException, overrides: list[str]) -> ConfigError:
+    """Hydra's (multi-line) composition error as one line naming the train overrides."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    message = lines[0] if lines else type(error).__name__
+    if "Available options" in str(error):
+        options = str(error).split("Available options", 1)[1].split("Config search path", 1)[0]
+        message += " (available:" + ",".join(f" {o.strip()}" for o in options.splitlines()[1:]
+                                             if o.strip()) + ")"
+    elif len(lines) > 1 and not lines[1].startswith("See "):
+        message += " " + lines[1]
+    return ConfigError(f"train overrides {' '.join(overrides) or '(none)'}: {message}")
+
+
+def check_train_overrides(conf_dir: str, overrides: list[str]) -> DictConfig:
+    """The train config composed with `overrides` once, before any trial; ConfigError if it fails."""
+    try:
+        return compose_train_config(conf_dir, overrides)
+    except HydraException as error:
+        raise composition_error(error, overrides) from error
 
 
 class Objective:
@@ -63,6 +89,7 @@ class Objective:
     def __init__(self, sweep: DictConfig, space: Mapping[str, Any], base_cfg: DictConfig,
                  conf_dir: str, sweep_dir: Path) -> None:
         self.sweep = sweep
+        self.train_overrides = train_overrides(sweep)
         self.space = space
         self.base_cfg = base_cfg
         self.conf_dir = conf_dir
@@ -71,10 +98,11 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         params = sample(trial, self.space)
         sampled = to_overrides(params, self.base_cfg)
-        overrides = [*base_overrides(self.sweep), *sampled]
+        overrides = [*self.train_overrides, *sampled]
         run_dir = self.sweep_dir / "trials" / f"{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("overrides", sampled)
+        trial.set_user_attr("train_overrides", shlex.join(self.train_overrides))
         log.info("trial %d: %s", trial.number, " ".join(sampled))
         try:
             return self._run(trial, overrides, run_dir)
@@ -96,6 +124,7 @@ class Objective:
         (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]),
                        run_dir / ".hydra" / "config.yaml")
+        OmegaConf.save(OmegaConf.create({"hydra": cfg.hydra}), run_dir / ".hydra" / "hydra.yaml")
         OmegaConf.save(OmegaConf.create(overrides), run_dir / ".hydra" / "overrides.yaml")
 
         metric = str(self.sweep.metric)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Mapping
+import shlex
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,10 @@ from fashionlab.sweep.study import quiet_experimental
 log = logging.getLogger(__name__)
 
 
-def best_experiment(study: optuna.Study, train_cfg: DictConfig, metric: str) -> str:
-    """YAML of an experiment file that trains with the best trial's parameters."""
+def best_experiment(study: optuna.Study, train_cfg: DictConfig, metric: str,
+                    train_overrides: Sequence[str] = ()) -> str:
+    """YAML of an experiment file that trains with the best trial's parameters; the sweep's train
+    overrides (budget, data) are recorded in a comment, with the command that reproduces the trial."""
     best = study.best_trial
     groups = {k: v for k, v in best.params.items() if is_group(k, train_cfg)}
     values = OmegaConf.create()
@@ -30,8 +34,13 @@ def best_experiment(study: optuna.Study, train_cfg: DictConfig, metric: str) -> 
         f"# Best trial of study {study.study_name!r}: trial {best.number}, "
         f"{metric} = {best.value:.6g}.",
         "# Copy into conf/experiment/ and train: python train.py experiment=<file name>",
-        "# The sweep's base_overrides (budget, data) are not included; add them on the command line.",
     ]
+    if train_overrides:
+        lines += [
+            "# The sweep's train overrides (every trial) are not included below; the best trial ran as",
+            f"#   python train.py experiment=<file name> {shlex.join(train_overrides)}",
+            f"# train_overrides: {json.dumps(list(train_overrides))}",
+        ]
     body = {}
     if groups:
         body["defaults"] = [{f"override /{k}": v} for k, v in groups.items()]
@@ -53,8 +62,10 @@ def _plots(study: optuna.Study) -> dict[str, Any]:
     return plots
 
 
-def write_report(study: optuna.Study, train_cfg: DictConfig, metric: str, sweep_dir: Path) -> dict[str, Path]:
-    """Write best.yaml, trials.csv and the plots (HTML and PNG) into the sweep folder."""
+def write_report(study: optuna.Study, train_cfg: DictConfig, metric: str, sweep_dir: Path,
+                 train_overrides: Sequence[str] = ()) -> dict[str, Path]:
+    """Write best.yaml, trials.csv (with each trial's train overrides) and the plots (HTML and PNG)
+    into the sweep folder."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -67,7 +78,7 @@ def write_report(study: optuna.Study, train_cfg: DictConfig, metric: str, sweep_
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         log.warning("no completed trial in study %r: no best.yaml and no plots", study.study_name)
         return written
-    (sweep_dir / "best.yaml").write_text(best_experiment(study, train_cfg, metric))
+    (sweep_dir / "best.yaml").write_text(best_experiment(study, train_cfg, metric, train_overrides))
     written["best"] = sweep_dir / "best.yaml"
     plot_dir = sweep_dir / "plots"
     plot_dir.mkdir(exist_ok=True)

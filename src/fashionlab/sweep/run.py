@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.trial import TrialState
 
-from fashionlab.sweep.objective import Objective, base_overrides, compose_train_config
+from fashionlab.sweep.objective import Objective, check_train_overrides, train_overrides
 from fashionlab.sweep.report import summary, write_report
 from fashionlab.sweep.space import check_space
 from fashionlab.sweep.study import claim_trial, heartbeat, open_study, quiet_experimental, storage_url
@@ -45,14 +46,32 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) ->
     return state
 
 
+def record_train_overrides(study: optuna.Study, overrides: list[str], sweep_dir: Path) -> None:
+    """Keep the trials' train overrides in the study and in `<sweep dir>/train_overrides.yaml`;
+    warn when a resumed or shared study was started with others (its trials are then not alike)."""
+    before = study.user_attrs.get("train_overrides")
+    if before is None:
+        study.set_user_attr("train_overrides", overrides)
+    elif list(before) != overrides:
+        log.warning("study %r was started with train overrides %s, this worker uses %s: trials.csv "
+                    "records each trial's", study.study_name, shlex.join(before), shlex.join(overrides))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(overrides), sweep_dir / "train_overrides.yaml")
+    log.info("train overrides of every trial: %s", shlex.join(overrides) or "(none)")
+
+
 def run_sweep(cfg: DictConfig) -> dict[str, Any]:
     """Run trials until the study holds `sweep.n_trials` (all workers together) or `sweep.timeout`
-    seconds pass; write best.yaml, trials.csv and plots into the sweep folder; return a summary."""
+    seconds pass; write best.yaml, trials.csv and plots into the sweep folder; return a summary.
+
+    Every trial trains with `sweep.train_overrides` (sweep.py's command line) plus its sampled values.
+    """
     sweep = cfg.sweep
     sweep_dir = Path(cfg.paths.output_dir)
     conf_dir = str(Path(cfg.sweep.config_dir).resolve())
     space = OmegaConf.to_container(cfg.search_space, resolve=True)
-    base_cfg = compose_train_config(conf_dir, base_overrides(sweep))
+    overrides = train_overrides(sweep)
+    base_cfg = check_train_overrides(conf_dir, overrides)
     check_space(space, base_cfg, conf_dir)
     with open_dict(sweep):
         sweep.metric = sweep.metric or str(base_cfg.training.monitor)
@@ -61,6 +80,7 @@ def run_sweep(cfg: DictConfig) -> dict[str, Any]:
 
     study, storage = open_study(sweep, sweep_dir)
     log.info("study %r in %s; sweep folder %s", study.study_name, storage_url(sweep, sweep_dir), sweep_dir)
+    record_train_overrides(study, overrides, sweep_dir)
     objective = Objective(sweep, space, base_cfg, conf_dir, sweep_dir)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.monotonic()
@@ -75,7 +95,7 @@ def run_sweep(cfg: DictConfig) -> dict[str, Any]:
         with heartbeat(storage, trial):
             run_trial(study, trial, objective)
 
-    write_report(study, base_cfg, str(sweep.metric), sweep_dir)
+    write_report(study, base_cfg, str(sweep.metric), sweep_dir, overrides)
     result = dict(summary(study))
     log.info("study %r: %d trials (%d complete, %d pruned, %d failed); best %s = %s (trial %s)",
              result["study"], result["trials"], result["complete"], result["pruned"], result["fail"],

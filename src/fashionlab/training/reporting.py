@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import os
+import platform
 import subprocess
+import time
 from collections.abc import Iterable, Mapping
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
 import pandas as pd
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from fashionlab.data.tasks import TaskSpec
 
@@ -31,6 +38,60 @@ def git_info(repo_dir: str | Path) -> dict[str, Any]:
     commit = run("rev-parse", "HEAD")
     status = run("status", "--porcelain", "--untracked-files=no") if commit else None
     return {"git_commit": commit, "git_dirty": bool(status) if status is not None else None}
+
+
+class TrainingStats(Callback):
+    """Parameter count, training throughput and environment for metrics.json: throughput is the images
+    of the training batches this fit saw (all processes) per second of `trainer.fit` (validation
+    epochs included)."""
+
+    def __init__(self) -> None:
+        self.images = 0
+        self.started: float | None = None
+        self.fit_s: float | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        images = batch["image"] if isinstance(batch, Mapping) else batch[0]
+        self.images += int(images.shape[0]) * trainer.world_size
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.started is not None:
+            self.fit_s = time.perf_counter() - self.started
+
+    def as_dict(self, model: torch.nn.Module) -> dict[str, Any]:
+        rate = self.images / self.fit_s if self.fit_s and self.images else None
+        return {"num_parameters": int(sum(p.numel() for p in model.parameters())),
+                "train_images_seen": self.images, "fit_s": round(self.fit_s or 0.0, 2),
+                "train_images_per_s": round(rate, 1) if rate is not None else None,
+                **{f"env_{k}": v for k, v in environment_info().items()}}
+
+
+def environment_info() -> dict[str, Any]:
+    """The machine and library versions a run used: CPU model and cores, RAM, GPUs, torch/timm/lightning."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    ram_gb = None
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        ram_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    gpus = ([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            if torch.cuda.is_available() else [])
+    versions = {}
+    for package in ("torch", "timm", "lightning"):
+        try:
+            versions[f"{package}_version"] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[f"{package}_version"] = None
+    return {"cpu": cpu, "cpu_cores": os.cpu_count(), "ram_gb": ram_gb, "gpu": ", ".join(gpus) or None,
+            "gpu_count": len(gpus), "python_version": platform.python_version(),
+            "platform": platform.platform(), **versions}
 
 
 def to_float(value: Any) -> float:

@@ -21,6 +21,7 @@ from fashionlab.training.callbacks import FreezeThenUnfreeze
 from fashionlab.training.losses import MultiTaskLoss
 from fashionlab.training.module import MultiTaskClassifier
 from fashionlab.training.reporting import (
+    TrainingStats,
     flat_metrics,
     git_info,
     log_wandb_tables,
@@ -111,7 +112,8 @@ def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> dic
     datamodule.report_dir = str(run_dir)
     model = build_model(cfg, datamodule)
     logger = build_logger(cfg)
-    callbacks = build_callbacks(cfg, has_logger=bool(logger)) + list(extra_callbacks or [])
+    stats = TrainingStats()
+    callbacks = [*build_callbacks(cfg, has_logger=bool(logger)), stats, *(extra_callbacks or [])]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger,
                                      default_root_dir=str(run_dir))
     if isinstance(logger, WandbLogger) and trainer.is_global_zero:
@@ -145,6 +147,7 @@ def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> dic
             global_step=int(trainer.global_step),
             resumed_from=cfg.get("ckpt_path"),
             duration_s=round(time.time() - started, 1),
+            **stats.as_dict(model),
             **git_info(cfg.paths.root_dir),
         )
         write_metrics_json(run_dir / "metrics.json", metrics)
