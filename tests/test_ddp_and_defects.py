@@ -162,3 +162,25 @@ def test_endless_run_with_a_schedule_is_a_config_error(compose_cfg, fmnist_dir, 
                        "backbone.pretrained=false", "data.image_size=32"])
     with pytest.raises(ConfigError, match=r"trainer\.max_steps"):
         train(cfg)
+
+
+def test_eval_samplers_split_items_without_repeats(compose_cfg, fmnist_dir, tmp_path):
+    """Without launching processes: the val/test samplers of ranks 0..2 partition each split."""
+    from types import SimpleNamespace
+
+    from hydra.utils import instantiate
+
+    from fashionlab.errors import ConfigError
+
+    cfg = compose_cfg([*tiny_overrides(fmnist_dir, tmp_path / "run"), "data.val_size=41"])
+    dm = instantiate(cfg.data, _recursive_=False)
+    dm.setup()
+    for split in ("val", "test"):
+        seen = []
+        for rank in range(3):
+            dm.trainer = SimpleNamespace(world_size=3, global_rank=rank)
+            seen += list(dm.eval_sampler(split))
+        assert sorted(seen) == list(range(len(dm.splits[split])))
+    dm.trainer = SimpleNamespace(world_size=100, global_rank=0)
+    with pytest.raises(ConfigError, match="val split has 41 items, fewer than the 100 processes"):
+        dm.val_dataloader()

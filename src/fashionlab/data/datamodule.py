@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fashionlab.data.array_dataset import ArrayImageDataset
 from fashionlab.data.tasks import TaskSpec, derive_parent_targets, tasks_from_config, tasks_to_config
+from fashionlab.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,9 @@ class MultiTaskDataModule(L.LightningDataModule):
         trainer = self.trainer
         if trainer is None or trainer.world_size <= 1:
             return None
+        if 0 < len(self.splits[split]) < trainer.world_size:
+            raise ConfigError(f"the {split} split has {len(self.splits[split])} items, fewer than "
+                              f"the {trainer.world_size} processes (trainer.devices x num_nodes)")
         return UnrepeatedDistributedSampler(self.splits[split], num_replicas=trainer.world_size,
                                             rank=trainer.global_rank, shuffle=False)
 

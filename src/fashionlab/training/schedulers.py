@@ -45,6 +45,8 @@ def plan_steps(trainer: Any, freeze_epochs: int) -> StepPlan:
     freeze_steps = freeze_epochs * per_epoch if per_epoch is not None else math.inf
     if freeze_steps < total:
         return StepPlan(total, int(freeze_steps))
+    if not math.isfinite(total):  # endless run over a loader of unknown length
+        return StepPlan(total, 0)
     if 0 < trainer.max_epochs <= freeze_epochs:
         return StepPlan(total, int(total))
     unfreeze = int(total) // 2
