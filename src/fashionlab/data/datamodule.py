@@ -18,10 +18,12 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 from lightning.fabric.utilities.seed import pl_worker_init_function
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fashionlab.data.array_dataset import ArrayImageDataset
 from fashionlab.data.tasks import TaskSpec, derive_parent_targets, tasks_from_config, tasks_to_config
+from fashionlab.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +129,23 @@ class MultiTaskDataModule(L.LightningDataModule):
         """A sampler for the train loader (None: shuffle)."""
         return None
 
+    def eval_sampler(self, split: str) -> Sampler | None:
+        """A sampler for the val/test loaders: under multi-process training, each process takes
+        every world_size-th item with no padding (Lightning's DistributedSampler would repeat
+        items to even out the processes, and the metrics, synced across processes, would count
+        them twice); None on one process."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size <= 1:
+            return None
+        if 0 < len(self.splits[split]) < trainer.world_size:
+            raise ConfigError(f"the {split} split has {len(self.splits[split])} items, fewer than "
+                              f"the {trainer.world_size} processes (trainer.devices x num_nodes)")
+        return UnrepeatedDistributedSampler(self.splits[split], num_replicas=trainer.world_size,
+                                            rank=trainer.global_rank, shuffle=False)
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
-        sampler = self.train_sampler() if split == "train" else None
+        sampler = self.train_sampler() if split == "train" else self.eval_sampler(split)
         return DataLoader(
             self.splits[split],
             batch_size=self.batch_size if split == "train" else self.eval_batch_size,

@@ -37,7 +37,7 @@ def classification_report(tasks: list[TaskSpec], probs: dict[str, np.ndarray],
     out: dict[str, dict[str, Any]] = {}
     for task in tasks:
         metrics = TaskMetrics(task)
-        metrics.update(torch.as_tensor(probs[task.name]), torch.as_tensor(targets[task.name]))
+        metrics.update_probs(torch.as_tensor(probs[task.name]), torch.as_tensor(targets[task.name]))
         scalars = {k: float(v) for k, v in metrics.compute().items()}
         confusion = metrics.details()["confusion"].cpu().numpy()
         out[task.name] = {**scalars, "per_class": per_class_table(task, confusion),

@@ -1,6 +1,9 @@
 """Per-task torchmetrics: accuracy, macro- and weighted-F1, per-class F1 and confusion matrix.
 
 Logged names follow `{stage}/{task}/{metric}`, e.g. `val/article/acc`, `test/category/f1_macro`.
+Metrics are always fed probabilities (softmax / sigmoid of the logits): torchmetrics guesses
+whether multilabel scores are logits from their range, and a batch of logits that all fall
+in [0, 1] would be thresholded at 0.5 as if it were probabilities.
 """
 
 from __future__ import annotations
@@ -21,6 +24,11 @@ from fashionlab.data.tasks import IGNORE_INDEX, TaskSpec
 from fashionlab.models.hierarchy import constrained_predictions
 
 SCALAR_METRICS = ("acc", "f1_macro", "f1_weighted")
+
+
+def to_probs(task: TaskSpec, logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities of one task's logits: softmax (multiclass) or sigmoid (multilabel)."""
+    return logits.softmax(dim=1) if task.kind == "multiclass" else logits.sigmoid()
 
 
 class TaskMetrics(nn.Module):
@@ -50,11 +58,15 @@ class TaskMetrics(nn.Module):
             self.confusion = MultilabelConfusionMatrix(**kw)
 
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
-        logits = logits.detach()
+        """Update from the model's raw outputs."""
+        self.update_probs(to_probs(self.task, logits.detach()), target)
+
+    def update_probs(self, probs: torch.Tensor, target: torch.Tensor) -> None:
+        """Update from probabilities (multilabel: a label is predicted when p > 0.5)."""
         target = target.long() if self.task.kind == "multiclass" else target.int()
-        self.scalars.update(logits, target)
-        self.per_class_f1.update(logits, target)
-        self.confusion.update(logits, target)
+        self.scalars.update(probs, target)
+        self.per_class_f1.update(probs, target)
+        self.confusion.update(probs, target)
 
     def compute(self) -> dict[str, torch.Tensor]:
         return dict(self.scalars.compute())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -10,10 +11,12 @@ import torch
 from torch.optim import Optimizer
 
 from fashionlab.data.tasks import TaskSpec, tasks_to_config
+from fashionlab.errors import ConfigError
 from fashionlab.models.hierarchy import constrained_predictions
 from fashionlab.models.multitask import MultiTaskNet
 from fashionlab.training.losses import MultiTaskLoss
-from fashionlab.training.metrics import StageMetrics
+from fashionlab.training.metrics import StageMetrics, to_probs
+from fashionlab.training.schedulers import plan_steps
 
 STAGES = ("train", "val", "test")
 
@@ -23,8 +26,8 @@ class MultiTaskClassifier(L.LightningModule):
 
     Optimizer parameter groups: `heads` at the optimizer's lr, `backbone` at
     lr * backbone_lr_scale; the backbone's schedule starts when it is unfrozen, after
-    `freeze_epochs` epochs. `results[stage]` keeps the last per-class F1 and confusion
-    matrices of each task for reporting.
+    `freeze_epochs` epochs' worth of steps (`schedulers.plan_steps`). `results[stage]` keeps
+    the last per-class F1 and confusion matrices of each task for reporting.
     """
 
     def __init__(
@@ -91,8 +94,7 @@ class MultiTaskClassifier(L.LightningModule):
         """Per task: `preds` (hierarchy-constrained class indices; multilabel: multi-hot) and
         `probs` (softmax; multilabel: sigmoid), with the batch's dataset `index`."""
         logits = self(batch["image"])
-        probs = {t.name: logits[t.name].softmax(dim=1) if t.kind == "multiclass"
-                 else logits[t.name].sigmoid() for t in self.tasks}
+        probs = {t.name: to_probs(t, logits[t.name]) for t in self.tasks}
         return {"index": batch["index"], "preds": constrained_predictions(self.tasks, logits),
                 "probs": probs}
 
@@ -126,12 +128,12 @@ class MultiTaskClassifier(L.LightningModule):
         ])
         if self.scheduler_factory is None:
             return optimizer
-        total = int(self.trainer.estimated_stepping_batches)
-        epochs = self.trainer.max_epochs or 0
-        per_epoch = total // epochs if epochs > 0 else total
-        unfreeze_step = min(total, self.freeze_epochs * per_epoch)
+        plan = plan_steps(self.trainer, self.freeze_epochs)
+        if not math.isfinite(plan.total):
+            raise ConfigError("trainer.max_epochs=-1 trains without end, but the learning-rate "
+                              "schedule needs the number of steps: set trainer.max_steps")
         scheduler = self.scheduler_factory(
-            optimizer, total_steps=total, group_starts=[0, unfreeze_step]
+            optimizer, total_steps=int(plan.total), group_starts=[0, plan.unfreeze]
         )
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
