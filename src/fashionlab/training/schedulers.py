@@ -39,11 +39,24 @@ def cosine_with_warmup(
     group_starts: Sequence[int] | None = None,
     warmup_ratio: float = 0.05,
     min_lr_ratio: float = 0.0,
+    warmup_steps: int | None = None,
+    warmup_epochs: float | None = None,
+    steps_per_epoch: int | None = None,
 ) -> LambdaLR:
-    """Per group: linear warm-up over warmup_ratio of its steps, then cosine to min_lr_ratio * lr."""
+    """Per group: linear warm-up, then cosine to min_lr_ratio * lr. The warm-up lasts warmup_steps
+    optimizer steps, else warmup_epochs epochs (of steps_per_epoch), else warmup_ratio of the
+    group's steps; it is capped at the group's steps."""
+    if warmup_epochs is not None and not steps_per_epoch:
+        raise ValueError("warmup_epochs needs steps_per_epoch")
 
     def make(steps: int) -> Callable[[int], float]:
-        warmup = round(warmup_ratio * steps)
+        if warmup_steps is not None:
+            warmup = int(warmup_steps)
+        elif warmup_epochs is not None:
+            warmup = round(float(warmup_epochs) * int(steps_per_epoch or 0))
+        else:
+            warmup = round(warmup_ratio * steps)
+        warmup = min(max(warmup, 0), steps)
 
         def factor(step: int) -> float:
             if step < warmup:
@@ -57,7 +70,10 @@ def cosine_with_warmup(
 
 
 def constant(
-    optimizer: Optimizer, total_steps: int, group_starts: Sequence[int] | None = None
+    optimizer: Optimizer,
+    total_steps: int,
+    group_starts: Sequence[int] | None = None,
+    steps_per_epoch: int | None = None,
 ) -> LambdaLR:
     """Each group's learning rate fixed from its start."""
     return _per_group(optimizer, total_steps, group_starts, lambda steps: lambda step: 1.0)
