@@ -207,3 +207,27 @@ def test_best_experiment_composes_and_runs(compose_cfg, fmnist_dir, tmp_path):
                        "data.image_size=32", "data.num_workers=0", "data.pin_memory=false"])
     metrics = train(cfg)
     assert np.isfinite(metrics["test/article/acc"])
+
+
+def test_slurm_trainer_config(compose_cfg, fmnist_dir, tmp_path, monkeypatch):
+    """trainer=slurm under a (faked) 2-node x 4-task srun allocation: ranks from SLURM, requeue on."""
+    for key, value in {"SLURM_NTASKS": "8", "SLURM_NTASKS_PER_NODE": "4", "SLURM_JOB_NAME": "fmnist",
+                       "SLURM_JOB_ID": "123", "SLURM_NODEID": "1", "SLURM_PROCID": "5",
+                       "SLURM_LOCALID": "1", "SLURM_NODELIST": "node[1-2]"}.items():
+        monkeypatch.setenv(key, value)
+    cfg = compose_cfg([*tiny_overrides(fmnist_dir, tmp_path), "trainer=slurm", "trainer.num_nodes=2",
+                       "trainer.accelerator=cpu", "trainer.precision=32-true"])
+    trainer = instantiate(cfg.trainer)
+    env = trainer.strategy.cluster_environment
+    assert type(env).__name__ == "SLURMEnvironment" and env.auto_requeue
+    assert env.requeue_signal.name == "SIGUSR1"
+    assert (trainer.num_nodes, trainer.world_size, trainer.global_rank) == (2, 8, 5)
+
+
+def test_slurm_plugins_outside_slurm_and_bad_signal(monkeypatch):
+    from fashionlab.training.cluster import slurm_plugins
+
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    assert slurm_plugins() == []
+    with pytest.raises(ConfigError, match="requeue_signal"):
+        slurm_plugins(requeue_signal="SIGNOPE")
