@@ -1,4 +1,5 @@
-"""Multi-task loss: cross-entropy for multiclass tasks, BCE-with-logits for multilabel ones."""
+"""Multi-task loss: cross-entropy for multiclass tasks (hard or soft targets), BCE-with-logits for
+multilabel ones."""
 
 from __future__ import annotations
 
@@ -26,7 +27,12 @@ def balanced_class_weights(counts: np.ndarray) -> torch.Tensor:
 
 class MultiTaskLoss(nn.Module):
     """Weighted sum of per-task losses. Labels equal to IGNORE_INDEX (-1) do not count (multilabel:
-    rows of -1 are items whose labels are unknown)."""
+    rows of -1 are items whose labels are unknown).
+
+    A multiclass target may also be soft (float, batch x classes; e.g. from mixup/cutmix): then the
+    loss is soft-target cross-entropy, the same label smoothing applied to the soft target (as timm's
+    SoftTargetCrossEntropy on timm-smoothed targets), and rows of -1 do not count.
+    """
 
     def __init__(
         self,
@@ -77,7 +83,13 @@ class MultiTaskLoss(nn.Module):
         for task in self.tasks:
             out, target = logits[task.name], targets[task.name]
             weight = getattr(self, f"class_weight_{task.name}")
-            if task.kind == "multiclass":
+            if task.kind == "multiclass" and target.is_floating_point():
+                known = target[:, 0] >= 0
+                if not known.any():
+                    continue
+                loss = F.cross_entropy(out[known], target[known], weight=weight,
+                                       label_smoothing=self.label_smoothing)
+            elif task.kind == "multiclass":
                 if (target == IGNORE_INDEX).all():
                     continue
                 loss = F.cross_entropy(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import lightning as L
@@ -16,6 +16,7 @@ from fashionlab.models.hierarchy import constrained_predictions
 from fashionlab.models.multitask import MultiTaskNet
 from fashionlab.training.losses import MultiTaskLoss
 from fashionlab.training.metrics import StageMetrics, to_probs
+from fashionlab.training.mixing import BatchMixer
 from fashionlab.training.schedulers import plan_steps
 
 STAGES = ("train", "val", "test")
@@ -28,6 +29,10 @@ class MultiTaskClassifier(L.LightningModule):
     lr * backbone_lr_scale; the backbone's schedule starts when it is unfrozen, after
     `freeze_epochs` epochs' worth of steps (`schedulers.plan_steps`). `results[stage]` keeps
     the last per-class F1 and confusion matrices of each task for reporting.
+
+    `mixup` (model.mixup: timm Mixup/CutMix options) mixes training batches and trains every task
+    on the mixed soft targets; train metrics then compare predictions on the mixed images with the
+    un-mixed labels (so they read lower than validation metrics).
     """
 
     def __init__(
@@ -41,6 +46,7 @@ class MultiTaskClassifier(L.LightningModule):
         freeze_epochs: int = 0,
         channels_last: bool = False,
         config: dict | None = None,
+        mixup: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters({"config": config or {}, "tasks": tasks_to_config(tasks)})
@@ -57,6 +63,7 @@ class MultiTaskClassifier(L.LightningModule):
         self.stage_metrics = torch.nn.ModuleDict({f"{s}_metrics": StageMetrics(tasks)
                                                   for s in STAGES})
         self.results: dict[str, dict[str, dict[str, torch.Tensor]]] = {}
+        self.mixer = BatchMixer(tasks, **mixup) if BatchMixer.enabled(mixup) else None
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.net(images.contiguous(memory_format=self.memory_format))
@@ -69,8 +76,11 @@ class MultiTaskClassifier(L.LightningModule):
             self.criterion.set_class_counts(counts, len(datamodule.splits["train"]))
 
     def _step(self, batch: dict, stage: str) -> torch.Tensor:
-        logits = self(batch["image"])
-        loss, parts = self.criterion(logits, batch["targets"])
+        images, loss_targets = batch["image"], batch["targets"]
+        if stage == "train" and self.mixer is not None:
+            images, loss_targets = self.mixer(images, loss_targets)
+        logits = self(images)
+        loss, parts = self.criterion(logits, loss_targets)
         batch_size = batch["image"].shape[0]
         self.stage_metrics[f"{stage}_metrics"].update(logits, batch["targets"])
         on_step = stage == "train"
@@ -133,7 +143,8 @@ class MultiTaskClassifier(L.LightningModule):
             raise ConfigError("trainer.max_epochs=-1 trains without end, but the learning-rate "
                               "schedule needs the number of steps: set trainer.max_steps")
         scheduler = self.scheduler_factory(
-            optimizer, total_steps=int(plan.total), group_starts=[0, plan.unfreeze]
+            optimizer, total_steps=int(plan.total), group_starts=[0, plan.unfreeze],
+            steps_per_epoch=plan.per_epoch,
         )
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -60,6 +60,7 @@ def build_model(cfg: DictConfig, datamodule: MultiTaskDataModule) -> MultiTaskCl
         freeze_epochs=cfg.training.freeze_epochs,
         channels_last=cfg.model.get("channels_last", False),
         config=resolved_config(cfg),
+        mixup=OmegaConf.to_container(cfg.model.mixup) if cfg.model.get("mixup") else None,
     )
 
 

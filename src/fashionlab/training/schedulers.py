@@ -24,6 +24,7 @@ class StepPlan(NamedTuple):
 
     total: float
     unfreeze: int
+    per_epoch: int | None = None
 
 
 def plan_steps(trainer: Any, freeze_epochs: int) -> StepPlan:
@@ -36,24 +37,24 @@ def plan_steps(trainer: Any, freeze_epochs: int) -> StepPlan:
     max_epochs <= freeze_epochs it stays frozen, as asked.
     """
     total = float(trainer.estimated_stepping_batches)
-    if freeze_epochs <= 0:
-        return StepPlan(total, 0)
     if trainer.train_dataloader is None:  # estimated_stepping_batches skips it for max_epochs=-1
         trainer.fit_loop.setup_data()
     batches = trainer.num_training_batches
     per_epoch = math.ceil(batches / trainer.accumulate_grad_batches) if math.isfinite(batches) else None
+    if freeze_epochs <= 0:
+        return StepPlan(total, 0, per_epoch)
     freeze_steps = freeze_epochs * per_epoch if per_epoch is not None else math.inf
     if freeze_steps < total:
-        return StepPlan(total, int(freeze_steps))
+        return StepPlan(total, int(freeze_steps), per_epoch)
     if not math.isfinite(total):  # endless run over a loader of unknown length
-        return StepPlan(total, 0)
+        return StepPlan(total, 0, per_epoch)
     if 0 < trainer.max_epochs <= freeze_epochs:
-        return StepPlan(total, int(total))
+        return StepPlan(total, int(total), per_epoch)
     unfreeze = int(total) // 2
     log.warning("training.freeze_epochs=%d is %s optimizer steps but trainer.max_steps=%d ends the "
                 "run before: the backbone is unfrozen half-way, at step %d", freeze_epochs,
                 freeze_steps, trainer.max_steps, unfreeze)
-    return StepPlan(total, unfreeze)
+    return StepPlan(total, unfreeze, per_epoch)
 
 
 def _per_group(
@@ -81,11 +82,24 @@ def cosine_with_warmup(
     group_starts: Sequence[int] | None = None,
     warmup_ratio: float = 0.05,
     min_lr_ratio: float = 0.0,
+    warmup_steps: int | None = None,
+    warmup_epochs: float | None = None,
+    steps_per_epoch: int | None = None,
 ) -> LambdaLR:
-    """Per group: linear warm-up over warmup_ratio of its steps, then cosine to min_lr_ratio * lr."""
+    """Per group: linear warm-up, then cosine to min_lr_ratio * lr. The warm-up lasts warmup_steps
+    optimizer steps, else warmup_epochs epochs (of steps_per_epoch), else warmup_ratio of the
+    group's steps; it is capped at the group's steps."""
+    if warmup_epochs is not None and not steps_per_epoch:
+        raise ValueError("warmup_epochs needs steps_per_epoch")
 
     def make(steps: int) -> Callable[[int], float]:
-        warmup = round(warmup_ratio * steps)
+        if warmup_steps is not None:
+            warmup = int(warmup_steps)
+        elif warmup_epochs is not None:
+            warmup = round(float(warmup_epochs) * int(steps_per_epoch or 0))
+        else:
+            warmup = round(warmup_ratio * steps)
+        warmup = min(max(warmup, 0), steps)
 
         def factor(step: int) -> float:
             if step < warmup:
@@ -99,7 +113,10 @@ def cosine_with_warmup(
 
 
 def constant(
-    optimizer: Optimizer, total_steps: int, group_starts: Sequence[int] | None = None
+    optimizer: Optimizer,
+    total_steps: int,
+    group_starts: Sequence[int] | None = None,
+    steps_per_epoch: int | None = None,
 ) -> LambdaLR:
     """Each group's learning rate fixed from its start."""
     return _per_group(optimizer, total_steps, group_starts, lambda steps: lambda step: 1.0)
