@@ -43,3 +43,7 @@ class CheckpointError(FashionlabError, ValueError):
 
 class ManifestMismatchError(FashionlabError, ValueError):
     """An index was built from another model or other data than the one in use."""
+
+
+class DataChangedError(FashionlabError, ValueError):
+    """The data differs from the data a checkpoint was trained on (fingerprint or split items)."""

@@ -130,7 +130,7 @@ class FashionMNISTDataModule(MultiTaskDataModule):
         images, labels = read_fashion_mnist_split(self.folder, split)
         return images, {"article": labels}
 
-    def load_splits(self) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]:
+    def load_splits(self) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]]:
         self.validate()
         self.folder = locate_fashion_mnist(
             self.root, self.system_dirs, self.download, self.mirrors, self.md5
@@ -138,8 +138,9 @@ class FashionMNISTDataModule(MultiTaskDataModule):
         log.info("%s from %s", self.description(), self.folder)
         images, targets = self.official_split("train")
         keep, held = stratified_split(targets["article"], self.val_size, self.seed)
+        test_images, test_targets = self.official_split("test")
         return {
-            "train": (images[keep], {k: v[keep] for k, v in targets.items()}),
-            "val": (images[held], {k: v[held] for k, v in targets.items()}),
-            "test": self.official_split("test"),
+            "train": (images[keep], {k: v[keep] for k, v in targets.items()}, keep),
+            "val": (images[held], {k: v[held] for k, v in targets.items()}, held),
+            "test": (test_images, test_targets, np.arange(len(test_images))),
         }
