@@ -96,6 +96,8 @@ class MultiTaskDataModule(L.LightningDataModule):
         self.main_task = main_task
         self.report_dir = report_dir
         self.splits: dict[str, Dataset] = {}
+        #: {split: each item's index in its source} when `load_splits` knows it (names items).
+        self.source_ids: dict[str, np.ndarray] = {}
         self._identity: dict[str, Any] | None = None
         #: The identity read back from a checkpoint by `load_state_dict` (None: none read).
         self.recorded_identity: dict[str, Any] | None = None
@@ -119,20 +121,21 @@ class MultiTaskDataModule(L.LightningDataModule):
         """TaskSpecs from the `tasks` config (override to take classes from the data)."""
         return tasks_from_config(self.tasks_cfg)
 
-    def load_splits(self) -> dict[str, tuple[Any, ...]]:
-        """Return {split: (images, {task: labels}[, ids])} for train, val and test; the optional
-        `ids` name each image's position in its source (e.g. its index in the official file)."""
+    def load_splits(self) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """Return {split: (images, {task: labels})} for train, val and test; optionally set
+        `self.source_ids` ({split: each image's index in its source file}) to name the items."""
         raise NotImplementedError(f"{type(self).__name__} implements neither load_splits() "
                                   f"nor build_datasets()")
 
     def build_datasets(self, train_tf: Any, eval_tf: Any) -> dict[str, Dataset]:
         """{split: dataset} for train, val and test; each dataset has `targets` ({task: array})."""
         splits: dict[str, Dataset] = {}
-        for split, (images, targets, *ids) in self.load_splits().items():
+        for split, (images, targets) in self.load_splits().items():
             targets = derive_parent_targets(self.tasks, targets)
             targets = {t.name: targets[t.name] for t in self.tasks}
             transform = train_tf if split == "train" else eval_tf
-            splits[split] = ArrayImageDataset(images, targets, transform, ids=ids[0] if ids else None)
+            splits[split] = ArrayImageDataset(images, targets, transform,
+                                              ids=self.source_ids.get(split))
         return splits
 
     def setup(self, stage: str | None = None) -> None:

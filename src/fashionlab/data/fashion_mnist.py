@@ -130,7 +130,7 @@ class FashionMNISTDataModule(MultiTaskDataModule):
         images, labels = read_fashion_mnist_split(self.folder, split)
         return images, {"article": labels}
 
-    def load_splits(self) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]]:
+    def load_splits(self) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]:
         self.validate()
         self.folder = locate_fashion_mnist(
             self.root, self.system_dirs, self.download, self.mirrors, self.md5
@@ -139,8 +139,9 @@ class FashionMNISTDataModule(MultiTaskDataModule):
         images, targets = self.official_split("train")
         keep, held = stratified_split(targets["article"], self.val_size, self.seed)
         test_images, test_targets = self.official_split("test")
+        self.source_ids = {"train": keep, "val": held, "test": np.arange(len(test_images))}
         return {
-            "train": (images[keep], {k: v[keep] for k, v in targets.items()}, keep),
-            "val": (images[held], {k: v[held] for k, v in targets.items()}, held),
-            "test": (test_images, test_targets, np.arange(len(test_images))),
+            "train": (images[keep], {k: v[keep] for k, v in targets.items()}),
+            "val": (images[held], {k: v[held] for k, v in targets.items()}),
+            "test": (test_images, test_targets),
         }
