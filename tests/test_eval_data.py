@@ -159,7 +159,12 @@ def test_cli_refusal_is_one_line(folder_run, tmp_path):
 def test_index_from_other_data_is_refused_by_recommend(folder_run, tmp_path):
     from fashionlab.recommend.catalogue_io import open_index
 
-    _, run = folder_run
+    data, run = folder_run
+    grown = shutil.copytree(data, tmp_path / "grown")
+    shutil.copy(grown / "shirt" / "img000.png", grown / "shirt" / "img999.png")
+    evaluate(run, tmp_path / "allowed", f"data.root={grown}", "data.allow_changed=true")
+    catalogue, _ = open_index(tmp_path / "allowed")
+    assert catalogue.manifest["data_changed"] is True, "accepted explicitly when it was built"
     out = tmp_path / "eval"
     evaluate(run, out)
     _, predictor = open_index(out)

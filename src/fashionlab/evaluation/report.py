@@ -134,7 +134,9 @@ def log_to_wandb(settings: Mapping[str, Any], out: Path, report: Mapping[str, An
     run = wandb.init(project=settings["project"], group=settings["group"], name=settings["name"],
                      job_type="evaluate", dir=str(out), mode="offline" if settings["offline"] else "online",
                      config={"evaluate": config, "checkpoint_sha256": report["checkpoint_sha256"],
-                             "data_fingerprint": report["data_fingerprint"]})
+                             "data_fingerprint": report["data_fingerprint"],
+                             "training_data_fingerprint": report.get("training_data_fingerprint"),
+                             "data_changed": report.get("data_changed")})
     try:
         summary: dict[str, Any] = {}
         payload: dict[str, Any] = {}
