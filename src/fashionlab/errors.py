@@ -47,3 +47,7 @@ class ManifestMismatchError(FashionlabError, ValueError):
 
 class RunFolderError(FashionlabError, FileNotFoundError):
     """A folder given as a training run is not one (no metrics.json) and holds no runs."""
+
+
+class DataChangedError(FashionlabError, ValueError):
+    """The data differs from the data a checkpoint was trained on (fingerprint or split items)."""

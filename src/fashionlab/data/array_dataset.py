@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ class ArrayImageDataset(Dataset):
 
     Items are dicts: `image` (C, H, W float tensor after `transform`), `targets`
     ({task: tensor}) and `index` (position in this split, for tracing predictions back).
+    `ids` (default: the positions) name each image in its source, e.g. its index in a file.
     """
 
     def __init__(
@@ -31,11 +32,15 @@ class ArrayImageDataset(Dataset):
         images: np.ndarray,
         targets: dict[str, np.ndarray],
         transform: Callable[..., dict] | None = None,
+        ids: Sequence[int] | np.ndarray | None = None,
     ) -> None:
         for task, values in targets.items():
             if len(values) != len(images):
                 raise ValueError(f"task {task!r} has {len(values)} labels for {len(images)} images")
+        if ids is not None and len(ids) != len(images):
+            raise ValueError(f"{len(ids)} ids for {len(images)} images")
         self.images = images
+        self.ids = [int(i) for i in ids] if ids is not None else list(range(len(images)))
         self.targets = targets
         self.transform = transform
 
@@ -61,4 +66,4 @@ class ArrayImageDataset(Dataset):
 
     def item_info(self, index: int) -> dict:
         """Where item `index` comes from: in-memory arrays have no file, so `path` is None."""
-        return {"id": int(index), "path": None, "index": int(index)}
+        return {"id": self.ids[index], "path": None, "index": int(index)}

@@ -2,7 +2,8 @@
 
 A format subclass either implements `load_splits()` (in-memory arrays, e.g. Fashion-MNIST) or
 overrides `build_datasets()` (e.g. file-backed tables, see `image_table.py`); tasks, loaders, class
-counts, the optional weighted train sampler and the fingerprint are shared.
+counts, the optional weighted train sampler, the fingerprint and the data identity (fingerprint
+plus the val/test items, kept in checkpoints through `state_dict()`) are shared.
 """
 
 from __future__ import annotations
@@ -28,6 +29,24 @@ from fashionlab.errors import ConfigError
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+#: Splits whose items a checkpoint records, so that evaluation can check it sees the same ones.
+IDENTITY_SPLITS = ("val", "test")
+#: Key of the data identity in the datamodule's state (saved by Lightning in every checkpoint).
+DATA_IDENTITY = "data_identity"
+
+
+def items_sha256(items: list[Any]) -> str:
+    """SHA-256 of a split's item list (ids or relative paths), in order."""
+    return hashlib.sha256(json.dumps(items).encode()).hexdigest()
+
+
+def stored_identity(checkpoint: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The data identity a checkpoint holds (under its datamodule's class name), or None for
+    checkpoints written before it was recorded."""
+    for value in checkpoint.values():
+        if isinstance(value, Mapping) and isinstance(value.get(DATA_IDENTITY), Mapping):
+            return dict(value[DATA_IDENTITY])
+    return None
 
 
 def seed_worker(worker_id: int) -> None:
@@ -79,6 +98,11 @@ class MultiTaskDataModule(L.LightningDataModule):
         self.main_task = main_task
         self.report_dir = report_dir
         self.splits: dict[str, Dataset] = {}
+        #: {split: each item's index in its source} when `load_splits` knows it (names items).
+        self.source_ids: dict[str, np.ndarray] = {}
+        self._identity: dict[str, Any] | None = None
+        #: The identity read back from a checkpoint by `load_state_dict` (None: none read).
+        self.recorded_identity: dict[str, Any] | None = None
 
     @property
     def tasks(self) -> list[TaskSpec]:
@@ -100,7 +124,8 @@ class MultiTaskDataModule(L.LightningDataModule):
         return tasks_from_config(self.tasks_cfg)
 
     def load_splits(self) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]:
-        """Return {split: (images, {task: labels})} for train, val and test."""
+        """Return {split: (images, {task: labels})} for train, val and test; optionally set
+        `self.source_ids` ({split: each image's index in its source file}) to name the items."""
         raise NotImplementedError(f"{type(self).__name__} implements neither load_splits() "
                                   f"nor build_datasets()")
 
@@ -111,7 +136,8 @@ class MultiTaskDataModule(L.LightningDataModule):
             targets = derive_parent_targets(self.tasks, targets)
             targets = {t.name: targets[t.name] for t in self.tasks}
             transform = train_tf if split == "train" else eval_tf
-            splits[split] = ArrayImageDataset(images, targets, transform)
+            splits[split] = ArrayImageDataset(images, targets, transform,
+                                              ids=self.source_ids.get(split))
         return splits
 
     def setup(self, stage: str | None = None) -> None:
@@ -198,6 +224,35 @@ class MultiTaskDataModule(L.LightningDataModule):
     def fingerprint_items(self, digest: Any, dataset: Dataset) -> None:
         """Feed what identifies a split's images into `digest` (here: the pixel arrays)."""
         digest.update(np.ascontiguousarray(dataset.images).tobytes())
+
+    def split_items(self, split: str) -> list[Any]:
+        """What names the items of `split` across runs (here: the datasets' source ids)."""
+        dataset = self.splits[split]
+        return [int(i) for i in getattr(dataset, "ids", range(len(dataset)))]
+
+    def data_identity(self) -> dict[str, Any]:
+        """The fingerprint plus, per val/test split, its item list and that list's hash (cached)."""
+        if self._identity is None:
+            self.setup()
+            splits = {}
+            for split in IDENTITY_SPLITS:
+                items = self.split_items(split)
+                splits[split] = {"count": len(items), "sha256": items_sha256(items), "items": items}
+            self._identity = {"fingerprint": self.fingerprint(), "splits": splits}
+        return self._identity
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved by Lightning in each checkpoint: the identity of the data trained on."""
+        return {DATA_IDENTITY: self.data_identity()} if self.splits else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Keep the checkpoint's data identity; warn when the data in use differs from it."""
+        self.recorded_identity = state_dict.get(DATA_IDENTITY)
+        if self.splits and self.recorded_identity and \
+                self.recorded_identity.get("fingerprint") != self.data_identity()["fingerprint"]:
+            log.warning("the data (fingerprint %s) differs from the data the checkpoint was trained "
+                        "on (%s)", self.data_identity()["fingerprint"][:16],
+                        str(self.recorded_identity.get("fingerprint"))[:16])
 
     def data_stats(self) -> dict[str, Any]:
         """Extra numbers for metrics.json (split sizes; subclasses add e.g. skipped files)."""

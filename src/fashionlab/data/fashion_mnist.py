@@ -138,8 +138,10 @@ class FashionMNISTDataModule(MultiTaskDataModule):
         log.info("%s from %s", self.description(), self.folder)
         images, targets = self.official_split("train")
         keep, held = stratified_split(targets["article"], self.val_size, self.seed)
+        test_images, test_targets = self.official_split("test")
+        self.source_ids = {"train": keep, "val": held, "test": np.arange(len(test_images))}
         return {
             "train": (images[keep], {k: v[keep] for k, v in targets.items()}),
             "val": (images[held], {k: v[held] for k, v in targets.items()}),
-            "test": self.official_split("test"),
+            "test": (test_images, test_targets),
         }

@@ -552,6 +552,10 @@ class ImageTableDataModule(MultiTaskDataModule):
         for rel, key in zip(dataset.rel_paths, dataset.file_keys, strict=True):
             digest.update(f"{rel}\t{key}\n".encode())
 
+    def split_items(self, split: str) -> list[Any]:
+        """The split's files, relative to data.root (so an identical copy elsewhere matches)."""
+        return list(self.splits[split].rel_paths)
+
     def data_stats(self) -> dict[str, Any]:
         stats = super().data_stats()
         report = self.prepare_table()["report"]

@@ -49,6 +49,19 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def data_check_lines(report: Mapping[str, Any]) -> list[str]:
+    """report.md lines on whether the data was checked against the checkpoint's training data."""
+    if report.get("data_changed"):
+        return [f"- **Warning: the data differs from the training data** (fingerprint "
+                f"`{str(report['training_data_fingerprint'])[:16]}…` trained, "
+                f"`{report['data_fingerprint'][:16]}…` now), evaluated with `data.allow_changed=true`: "
+                + "; ".join(report.get("data_differences", []))]
+    if report.get("data_identity_checked") is False:
+        return ["- Warning: the checkpoint stores no data identity; the data was not checked against "
+                "its training data"]
+    return []
+
+
 def write_report_md(path: Path, report: Mapping[str, Any], tasks: list[TaskSpec]) -> None:
     """Human-readable tables of report.json."""
     cls, ret = report["classification"], report["retrieval"]
@@ -56,6 +69,7 @@ def write_report_md(path: Path, report: Mapping[str, Any], tasks: list[TaskSpec]
         "# Evaluation report", "",
         f"- checkpoint: `{report['checkpoint']}` (sha256 `{report['checkpoint_sha256'][:16]}…`)",
         f"- data fingerprint: `{report['data_fingerprint'][:16]}…`, backbone `{report['backbone']}`",
+        *data_check_lines(report),
         f"- gallery: `{report['gallery_split']}` ({report['num_gallery']} items), query: "
         f"`{report['query_split']}` ({report['num_query']}), embedding dim {report['embedding_dim']}",
         f"- index: `{report['index']['type']}` (`{report['index']['factory']}`, "
@@ -120,7 +134,9 @@ def log_to_wandb(settings: Mapping[str, Any], out: Path, report: Mapping[str, An
     run = wandb.init(project=settings["project"], group=settings["group"], name=settings["name"],
                      job_type="evaluate", dir=str(out), mode="offline" if settings["offline"] else "online",
                      config={"evaluate": config, "checkpoint_sha256": report["checkpoint_sha256"],
-                             "data_fingerprint": report["data_fingerprint"]})
+                             "data_fingerprint": report["data_fingerprint"],
+                             "training_data_fingerprint": report.get("training_data_fingerprint"),
+                             "data_changed": report.get("data_changed")})
     try:
         summary: dict[str, Any] = {}
         payload: dict[str, Any] = {}

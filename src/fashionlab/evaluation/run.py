@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from fashionlab.data.tasks import TaskSpec, tasks_to_config
 from fashionlab.errors import ConfigError
 from fashionlab.evaluation.classification import classification_report, label_names, predicted_indices
+from fashionlab.evaluation.data_check import check_data_identity
 from fashionlab.evaluation.plots import plot_confusion, plot_retrieval_examples
 from fashionlab.evaluation.report import log_to_wandb, wandb_settings, write_report_json, write_report_md
 from fashionlab.models.checkpoint import LoadedCheckpoint, load_checkpoint
@@ -59,11 +60,19 @@ if not OmegaConf.has_resolver("fl_eval_dir"):
     OmegaConf.register_new_resolver("fl_eval_dir", eval_dir_for)
 
 
+#: Keys of evaluate.yaml's `data:` block that steer the evaluation rather than the data module.
+EVAL_ONLY_DATA_KEYS = ("allow_changed",)
+
+
 def data_config(loaded: LoadedCheckpoint, overrides: Mapping[str, Any] | None) -> DictConfig:
-    """The training run's data config with the non-null keys of `overrides` merged in."""
+    """The training run's data config with the non-null keys of `overrides` merged in, and the
+    checkpoint's tasks (classes in the model's order) imposed, so that `classes: auto` cannot
+    re-derive other classes or another order from today's data."""
     data = copy.deepcopy(loaded.cfg.data)
-    extra = {k: v for k, v in (overrides or {}).items() if v is not None}
-    return OmegaConf.merge(data, extra) if extra else data
+    extra = {k: v for k, v in (overrides or {}).items() if v is not None and k not in EVAL_ONLY_DATA_KEYS}
+    data = OmegaConf.merge(data, extra) if extra else data
+    OmegaConf.update(data, "tasks", tasks_to_config(loaded.tasks), merge=False)
+    return data
 
 
 def eval_loader(datamodule: Any, split: str, batch_size: int | None) -> DataLoader:
@@ -241,7 +250,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     data_cfg = data_config(loaded, cfg.get("data"))
     datamodule = instantiate(data_cfg, _recursive_=False)
     datamodule.setup()
-    fingerprint = datamodule.fingerprint()
+    data_check = check_data_identity(loaded.data_identity, datamodule.data_identity(), loaded.path,
+                                     allow_changed=bool((cfg.get("data") or {}).get("allow_changed")))
+    fingerprint = data_check["data_fingerprint"]
     timings["load_s"] = time.perf_counter() - t
     log.info("checkpoint %s (sha256 %s), data fingerprint %s", loaded.path, loaded.sha256[:12],
              fingerprint[:12])
@@ -271,6 +282,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         checkpoint=str(loaded.path), checkpoint_sha256=loaded.sha256, data_fingerprint=fingerprint,
         index=info, embedding_dim=gallery.embeddings.shape[1], gallery_split=cfg.gallery,
         query_split=cfg.query, num_items=len(gallery), tasks=tasks_to_config(tasks))
+    manifest.update(training_data_fingerprint=data_check["training_data_fingerprint"],
+                    data_changed=data_check["data_changed"])
     manifest["data"] = OmegaConf.to_container(data_cfg, resolve=True)
     write_manifest(out, manifest)
 
@@ -282,7 +295,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     timings["total_s"] = time.perf_counter() - started
     report = {
         "checkpoint": str(loaded.path), "checkpoint_sha256": loaded.sha256,
-        "data_fingerprint": fingerprint, "backbone": str(loaded.cfg.backbone.name),
+        **data_check, "backbone": str(loaded.cfg.backbone.name),
         "gallery_split": cfg.gallery, "query_split": cfg.query,
         "num_gallery": len(gallery), "num_query": len(query), "num_test": len(test),
         "embedding_dim": int(gallery.embeddings.shape[1]), "index": info,

@@ -12,6 +12,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from fashionlab.data.datamodule import stored_identity
 from fashionlab.data.tasks import TaskSpec, tasks_from_config
 from fashionlab.errors import CheckpointError
 from fashionlab.models.backbones import create_backbone
@@ -22,13 +23,15 @@ from fashionlab.training.module import MultiTaskClassifier
 
 @dataclass
 class LoadedCheckpoint:
-    """A checkpoint rebuilt for inference: the module in eval mode, its training config and tasks."""
+    """A checkpoint rebuilt for inference: the module in eval mode, its training config and tasks,
+    and the identity of its training data (fingerprint, val/test items; None in old checkpoints)."""
 
     module: MultiTaskClassifier
     cfg: DictConfig
     tasks: list[TaskSpec]
     path: Path
     sha256: str
+    data_identity: dict | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -96,4 +99,4 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"(missing: {', '.join(missing[:5]) or '-'}; unexpected: {', '.join(unexpected[:5]) or '-'})")
     module.to(map_location).eval()
     return LoadedCheckpoint(module=module, cfg=cfg, tasks=tasks, path=path,
-                            sha256=file_sha256(path))
+                            sha256=file_sha256(path), data_identity=stored_identity(checkpoint))

@@ -29,9 +29,12 @@ def open_index(
     eval_dir: str | Path, ckpt: str | Path | None = None, batch_size: int = 64
 ) -> tuple[Catalogue, Predictor]:
     """The catalogue and a predictor for query images. The checkpoint (default: the manifest's) must
-    be the one the index was built from, else ManifestMismatchError."""
+    be the one the index was built from, and the index built from its training data (when the
+    checkpoint records it), else ManifestMismatchError."""
     predictor = Predictor.from_checkpoint(ckpt or manifest_checkpoint(eval_dir), batch_size=batch_size)
-    catalogue = Catalogue.load(eval_dir, checkpoint_sha256=predictor.sha256)
+    identity = predictor.checkpoint.data_identity or {}
+    catalogue = Catalogue.load(eval_dir, checkpoint_sha256=predictor.sha256,
+                               data_fingerprint=identity.get("fingerprint"))
     return catalogue, predictor
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from fashionlab.errors import DataNotFoundError, ManifestMismatchError
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 REQUIRED = ("checkpoint", "checkpoint_sha256", "data_fingerprint", "index", "embedding_dim",
@@ -49,13 +52,22 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
 
 def check_manifest(manifest: Mapping[str, Any], where: str | Path, checkpoint_sha256: str | None = None,
                    data_fingerprint: str | None = None) -> None:
-    """Raise ManifestMismatchError when the index was built from another checkpoint or data."""
+    """Raise ManifestMismatchError when the index was built from another checkpoint or data (an
+    index evaluated with data.allow_changed=true on this training data's checkpoint passes, with a
+    warning)."""
     if checkpoint_sha256 is not None and manifest["checkpoint_sha256"] != checkpoint_sha256:
         raise ManifestMismatchError(
             f"{where}: index built from checkpoint {manifest['checkpoint']} "
             f"(sha256 {manifest['checkpoint_sha256'][:12]}…), but the model in use has sha256 "
             f"{checkpoint_sha256[:12]}…; rebuild it with `python evaluate.py ckpt_path=<checkpoint>`")
-    if data_fingerprint is not None and manifest["data_fingerprint"] != data_fingerprint:
-        raise ManifestMismatchError(
-            f"{where}: index built from data with fingerprint {manifest['data_fingerprint'][:12]}…, "
-            f"but the data in use has {data_fingerprint[:12]}…")
+    if data_fingerprint is None or manifest["data_fingerprint"] == data_fingerprint:
+        return
+    if manifest.get("data_changed") and manifest.get("training_data_fingerprint") == data_fingerprint:
+        log.warning("%s: index built from data (fingerprint %s…) other than the checkpoint's training "
+                    "data (%s…), accepted at evaluation with data.allow_changed=true", where,
+                    manifest["data_fingerprint"][:12], data_fingerprint[:12])
+        return
+    raise ManifestMismatchError(
+        f"{where}: index built from data with fingerprint {manifest['data_fingerprint'][:12]}…, "
+        f"but the expected data (the checkpoint's training data) has {data_fingerprint[:12]}…; "
+        f"rebuild it with `python evaluate.py ckpt_path=<checkpoint>`")
