@@ -25,7 +25,6 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from fashionlab.errors import CheckpointError, UnsafeConfigError
 
 DOCS = "docs/provenance_safe_loading.md"
-SCHEDULES_MODULE = "fashionlab.training.schedulers"
 
 
 def _subclass_of(*names: str) -> Callable[[str, Any], bool]:
@@ -41,10 +40,14 @@ def _import(dotted: str) -> Any:
     return getattr(__import__(module, fromlist=[name]), name)
 
 
-def _schedule(target: str, obj: Any) -> bool:
-    """A public function defined in fashionlab.training.schedulers (not one it imports)."""
-    return (inspect.isfunction(obj) and obj.__module__ == SCHEDULES_MODULE
-            and target == f"{SCHEDULES_MODULE}.{obj.__name__}" and not obj.__name__.startswith("_"))
+def _function_of(module: str) -> Callable[[str, Any], bool]:
+    """A public function defined in `module` itself (not one it imports), named directly."""
+
+    def accepts(target: str, obj: Any) -> bool:
+        return (inspect.isfunction(obj) and obj.__module__ == module
+                and target == f"{module}.{obj.__name__}" and not obj.__name__.startswith("_"))
+
+    return accepts
 
 
 def _trainer(_: str, obj: Any) -> bool:
@@ -68,21 +71,24 @@ DATA_MODULES = Allowed("the project's data modules", ("fashionlab.data.",),
 TRANSFORMS = Allowed("albumentations transforms", ("albumentations.", "fashionlab.data."),
                      _subclass_of("albumentations.BasicTransform", "albumentations.BaseCompose"))
 OPTIMIZERS = Allowed("torch.optim optimizers", ("torch.optim.",), _subclass_of("torch.optim.Optimizer"))
-SCHEDULES = Allowed("the project's schedules", (f"{SCHEDULES_MODULE}.",), _schedule)
+SCHEDULES = Allowed("the project's schedules", ("fashionlab.training.schedulers.",),
+                    _function_of("fashionlab.training.schedulers"))
 SCHEDULERS = Allowed("torch.optim.lr_scheduler schedulers", ("torch.optim.lr_scheduler.",),
                      _subclass_of("torch.optim.lr_scheduler.LRScheduler"))
-CALLBACKS = Allowed("Lightning callbacks", ("lightning.pytorch.callbacks.", "fashionlab.training.callbacks."),
+CALLBACKS = Allowed("Lightning callbacks", ("lightning.pytorch.callbacks.", "fashionlab.training."),
                     _subclass_of("lightning.pytorch.callbacks.Callback"))
 LOGGERS = Allowed("Lightning loggers", ("lightning.pytorch.loggers.",),
                   _subclass_of("lightning.pytorch.loggers.Logger"))
 TRAINER = Allowed("lightning.Trainer", ("lightning.Trainer", "lightning.pytorch.Trainer"), _trainer)
+TRAINER_PLUGINS = Allowed("the project's trainer plugins", ("fashionlab.training.cluster.",),
+                          _function_of("fashionlab.training.cluster"))
 
 #: What a data config (training data, manifest.json's `data`) may build.
 DATA = (DATA_MODULES, TRANSFORMS)
 #: What a whole stored training config may name; loading builds only its data and transforms,
 #: the rest (optimizer, schedule, trainer, callbacks, logger) is checked but never built.
 TRAINING_CONFIG = (DATA_MODULES, TRANSFORMS, OPTIMIZERS, SCHEDULES, SCHEDULERS, CALLBACKS, LOGGERS,
-                   TRAINER)
+                   TRAINER, TRAINER_PLUGINS)
 
 _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
@@ -135,6 +141,7 @@ def _plain(cfg: Any, where: str, key: str) -> Any:
 
 
 def allowed_text(allowed: Sequence[Allowed] = TRAINING_CONFIG) -> str:
+    """The kinds a config may name, for messages."""
     return ", ".join(rule.kind for rule in allowed)
 
 
