@@ -21,6 +21,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from fashionlab.config_safety import DATA, safe_instantiate
 from fashionlab.evaluation.run import eval_loader
 from fashionlab.models.checkpoint import build_module, load_checkpoint
 from fashionlab.retrieval.embed import extract
@@ -32,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def model_and_data(args: argparse.Namespace):
     if args.ckpt:
         loaded = load_checkpoint(args.ckpt)
-        return loaded.module, instantiate(loaded.cfg.data, _recursive_=False)
+        return loaded.module, safe_instantiate(loaded.cfg.data, str(loaded.path), DATA, key="data",
+                                               _recursive_=False)
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["hydra.run.dir=/tmp/unused", *args.overrides])
     prepare_config(cfg)

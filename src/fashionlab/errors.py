@@ -9,6 +9,10 @@ class ConfigError(FashionlabError, ValueError):
     """A configuration key holds a value that cannot be used."""
 
 
+class UnsafeConfigError(ConfigError):
+    """A config read from a file (checkpoint, manifest.json) names something loading may not build."""
+
+
 class DataNotFoundError(FashionlabError, FileNotFoundError):
     """A dataset's files are missing and could not be obtained."""
 

@@ -17,11 +17,11 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from lightning.fabric.utilities.seed import pl_worker_init_function
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from fashionlab.config_safety import TRANSFORMS, safe_instantiate
 from fashionlab.data.array_dataset import ArrayImageDataset
 from fashionlab.data.tasks import TaskSpec, derive_parent_targets, tasks_from_config, tasks_to_config
 from fashionlab.errors import ConfigError
@@ -143,8 +143,8 @@ class MultiTaskDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        train_tf = instantiate(self.transforms_cfg["train"])
-        eval_tf = instantiate(self.transforms_cfg["eval"])
+        train_tf, eval_tf = (safe_instantiate(self.transforms_cfg[split], "data", [TRANSFORMS],
+                                              key=f"transforms.{split}") for split in ("train", "eval"))
         self.splits = self.build_datasets(train_tf, eval_tf)
         log.info(
             "data: %s",

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from fashionlab.config_safety import DATA, TRANSFORMS, safe_instantiate
 from fashionlab.data.tasks import TaskSpec, tasks_to_config
 from fashionlab.errors import ConfigError
 from fashionlab.evaluation.classification import classification_report, label_names, predicted_indices
@@ -80,7 +80,8 @@ def eval_loader(datamodule: Any, split: str, batch_size: int | None) -> DataLoad
     if split not in datamodule.splits:
         raise ConfigError(f"split {split!r} not in the data ({', '.join(datamodule.splits)})")
     dataset = copy.copy(datamodule.splits[split])
-    dataset.transform = instantiate(datamodule.transforms_cfg["eval"])
+    dataset.transform = safe_instantiate(datamodule.transforms_cfg["eval"], "data", [TRANSFORMS],
+                                         key="transforms.eval")
     return DataLoader(dataset, batch_size=int(batch_size or datamodule.eval_batch_size), shuffle=False,
                       num_workers=datamodule.num_workers)
 
@@ -248,7 +249,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     loaded = load_checkpoint(cfg.ckpt_path, map_location=device)
     tasks = loaded.tasks
     data_cfg = data_config(loaded, cfg.get("data"))
-    datamodule = instantiate(data_cfg, _recursive_=False)
+    datamodule = safe_instantiate(data_cfg, str(loaded.path), DATA, key="hyper_parameters.config.data",
+                                  _recursive_=False)
     datamodule.setup()
     data_check = check_data_identity(loaded.data_identity, datamodule.data_identity(), loaded.path,
                                      allow_changed=bool((cfg.get("data") or {}).get("allow_changed")))

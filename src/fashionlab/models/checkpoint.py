@@ -1,4 +1,7 @@
-"""Load a training checkpoint (weights_only=True) back into a MultiTaskClassifier with its config."""
+"""Load a training checkpoint (weights_only=True) back into a MultiTaskClassifier with its config.
+
+The stored config is checked against fashionlab.config_safety's allow-list before anything is
+built, and the model is rebuilt from the project's own code (the optimizer is not rebuilt)."""
 
 from __future__ import annotations
 
@@ -9,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from fashionlab.config_safety import check_targets, require_local_path
 from fashionlab.data.datamodule import stored_identity
 from fashionlab.data.tasks import TaskSpec, tasks_from_config
 from fashionlab.errors import CheckpointError
@@ -48,8 +51,8 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """torch.load(weights_only=True) with errors that name the file."""
-    path = Path(path)
+    """torch.load(weights_only=True) of a local file (URLs are refused) with errors that name it."""
+    path = require_local_path(path)
     if not path.is_file():
         hint = ""
         if path.parent.is_dir():
@@ -70,15 +73,21 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return checkpoint
 
 
+def _no_optimizer(*args: object, **kwargs: object) -> None:
+    raise CheckpointError("a model loaded for inference has no optimizer: its config's optimizer is "
+                          "never built when loading; resume training with `python train.py ckpt_path=...`")
+
+
 def build_module(cfg: DictConfig, tasks: list[TaskSpec]) -> MultiTaskClassifier:
-    """The training module's architecture from a training config, without pretrained weights."""
+    """The training module's architecture from a training config, without pretrained weights,
+    for inference: nothing is instantiated from the config (no optimizer is built)."""
     backbone_cfg = {**OmegaConf.to_container(cfg.backbone, resolve=True), "pretrained": False}
     net = MultiTaskNet(create_backbone(**backbone_cfg), tasks, head=cfg.model.head)
     return MultiTaskClassifier(
         net=net,
         tasks=tasks,
         criterion=MultiTaskLoss(tasks, **cfg.model.loss),
-        optimizer=instantiate(cfg.optimizer),
+        optimizer=_no_optimizer,
         channels_last=cfg.model.get("channels_last", False),
         config=OmegaConf.to_container(cfg, resolve=True),
     )
@@ -86,10 +95,10 @@ def build_module(cfg: DictConfig, tasks: list[TaskSpec]) -> MultiTaskClassifier:
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
     """Rebuild the trained MultiTaskClassifier (eval mode) with its training config and tasks."""
-    path = Path(path).expanduser().resolve()
+    path = require_local_path(path).expanduser().resolve()
     checkpoint = read_checkpoint(path, map_location)
     hparams = checkpoint["hyper_parameters"]
-    cfg = OmegaConf.create(hparams["config"])
+    cfg = OmegaConf.create(check_targets(hparams["config"], str(path), key="hyper_parameters.config"))
     tasks = tasks_from_config(hparams["tasks"], key=f"{path.name}: hyper_parameters.tasks")
     module = build_module(cfg, tasks)
     missing, unexpected = module.load_state_dict(checkpoint["state_dict"], strict=False)

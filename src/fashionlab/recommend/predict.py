@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from fashionlab.config_safety import TRANSFORMS, safe_instantiate
 from fashionlab.data.images import load_rgb
 from fashionlab.data.tasks import TaskSpec
 from fashionlab.errors import ConfigError, DataNotFoundError, FashionlabError
@@ -118,7 +118,8 @@ class Predictor:
     def __init__(self, checkpoint: LoadedCheckpoint, batch_size: int = 64) -> None:
         self.checkpoint = checkpoint
         self.tasks: list[TaskSpec] = list(checkpoint.tasks)
-        self.transform = instantiate(checkpoint.cfg.data.transforms.eval)
+        self.transform = safe_instantiate(checkpoint.cfg.data.transforms.eval, str(checkpoint.path),
+                                          [TRANSFORMS], key="hyper_parameters.config.data.transforms.eval")
         self.grayscale = expects_grayscale(checkpoint.cfg)
         self.batch_size = int(batch_size)
 

@@ -8,9 +8,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
+from fashionlab.config_safety import DATA, check_targets, safe_instantiate
 from fashionlab.data.images import load_rgb
 from fashionlab.data.tasks import TaskSpec, tasks_from_config
 from fashionlab.errors import ConfigError, DataNotFoundError, ManifestMismatchError
@@ -44,6 +43,7 @@ class Catalogue:
         folder = Path(eval_dir)
         manifest = read_manifest(folder)
         check_manifest(manifest, folder / "manifest.json", checkpoint_sha256, data_fingerprint)
+        check_targets(manifest.get("data") or {}, str(folder / "manifest.json"), DATA, key="data")
         for name in (INDEX_FILE, EMBEDDINGS_FILE, GALLERY_FILE):
             if not (folder / name).is_file():
                 raise DataNotFoundError(f"{folder / name} not found (evaluation directory incomplete)")
@@ -79,7 +79,8 @@ class Catalogue:
         data_cfg = self.manifest.get("data")
         if not data_cfg:
             raise ConfigError(f"{self.folder}/manifest.json has no 'data' config to rebuild images from")
-        datamodule = instantiate(OmegaConf.create(data_cfg), _recursive_=False)
+        datamodule = safe_instantiate(data_cfg, str(self.folder / "manifest.json"), DATA, key="data",
+                                      _recursive_=False)
         datamodule.setup()
         return datamodule
 

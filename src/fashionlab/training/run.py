@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from fashionlab.config_safety import check_resume_path
 from fashionlab.data.datamodule import MultiTaskDataModule
 from fashionlab.errors import ConfigError
 from fashionlab.models.backbones import check_image_size, create_backbone, resolve_backbone_config
@@ -104,6 +105,7 @@ def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> dic
     `extra_callbacks` join the configured ones (e.g. a sweep's pruning callback).
     """
     started = time.time()
+    check_resume_path(cfg.get("ckpt_path"))
     prepare_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.output_dir)
