@@ -1,19 +1,22 @@
-"""Optuna sweep over train.py's config: `python sweep.py [search_space=...] [sweep.key=value ...]`."""
+"""Optuna sweep over train.py's config: `python sweep.py [search_space=...] [sweep.key=value ...]`.
+
+A user error (unknown search space, bad value) prints one line `error: ...` and exits 2."""
 
 import os
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from fashionlab.sweep.run import run_sweep
+from fashionlab.entrypoint import hydra_entry
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="sweep")
+@hydra_entry(config_name="sweep")
 def main(cfg: DictConfig) -> float | None:
     """Returns the study's best value."""
+    from fashionlab.sweep.run import run_sweep  # after Hydra's logging set-up, as in train.py
+
     return run_sweep(cfg)["best_value"]
 
 

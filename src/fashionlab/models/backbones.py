@@ -22,9 +22,9 @@ from urllib.parse import urlsplit
 
 import huggingface_hub
 import huggingface_hub.constants as hf_constants
-from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 import timm
 import torch
+from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 from omegaconf import DictConfig, open_dict
 from torch import nn
 
