@@ -85,7 +85,8 @@ def test_auto_image_size_is_preferred_raised_to_minimum(option, compose_cfg, fmn
     extra = ["backbone.name=convnext_atto"] if option == "timm" else []
     cfg = compose_cfg([*tiny_overrides(fmnist_dir, tmp_path), f"backbone={option}",
                        "backbone.pretrained=false", *extra])
-    assert cfg.data.image_size is None and cfg.data.preferred_image_size == 36
+    # Before the run resolves it (a data module built on its own), auto reads as the preferred size.
+    assert cfg.data.image_size == cfg.data.preferred_image_size == 36
     prepare_config(cfg)
     expected = max(36, int(cfg.backbone.min_input_size))
     assert cfg.data.image_size == expected
@@ -110,6 +111,7 @@ def test_explicit_image_size(compose_cfg, fmnist_dir, tmp_path):
     base = [*tiny_overrides(fmnist_dir, tmp_path), "backbone=xception", "backbone.pretrained=false"]
     cfg = prepare_config(compose_cfg([*base, "data.image_size=80"]))
     assert cfg.data.image_size == 80
+    assert prepare_config(compose_cfg([*base, "data.image_size=null"])).data.image_size == 71
     with pytest.raises(ConfigError, match=r"data\.image_size=10 is below .*71px"):
         prepare_config(compose_cfg([*base, "data.image_size=10"]))
     with pytest.raises(ConfigError, match=r"data\.image_size='abc'"):

@@ -69,7 +69,7 @@ class MultiTaskDataModule(L.LightningDataModule):
         self._tasks: list[TaskSpec] | None = (
             None if self.tasks_from_data else tasks_from_config(tasks))
         self.transforms_cfg = transforms
-        # image_size null (auto) is resolved against the backbone by the training run; a data
+        # image_size auto (null) is resolved against the backbone by the training run; a data
         # module built on its own falls back to the data's preferred size.
         self.image_size = int(image_size if image_size is not None else preferred_image_size)
         self.batch_size = int(batch_size)

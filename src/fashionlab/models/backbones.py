@@ -25,7 +25,7 @@ import huggingface_hub.constants as hf_constants
 import timm
 import torch
 from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from fashionlab.errors import ConfigError, PretrainedWeightsNotFoundError, UnknownBackboneError
@@ -220,7 +220,7 @@ def check_image_size(image_size: Any, backbone_cfg: DictConfig) -> None:
     architecture accepts."""
     if isinstance(image_size, bool) or not isinstance(image_size, int):
         raise ConfigError(f"data.image_size={image_size!r} is not a whole number of pixels "
-                          f"(or null: the data's preferred size, raised to the backbone's minimum)")
+                          f"(or null: auto, the data's preferred size raised to the backbone's minimum)")
     minimum = int(backbone_cfg.get("min_input_size") or 1)
     if image_size < minimum:
         raise ConfigError(
@@ -229,14 +229,21 @@ def check_image_size(image_size: Any, backbone_cfg: DictConfig) -> None:
         )
 
 
+# data.image_size's default in the data configs: "auto". Without a backbone (a data module built
+# on its own) it reads as the preferred size; a training run raises it to the backbone's minimum.
+AUTO_IMAGE_SIZE = "${.preferred_image_size}"
+
+
 def resolve_image_size(data_cfg: DictConfig, backbone_cfg: DictConfig) -> int:
-    """Set `data.image_size` when null (auto): the data's `preferred_image_size` raised to the
-    backbone's `min_input_size`; an explicit value is checked against that minimum."""
-    if data_cfg.get("image_size") is None:
+    """Set `data.image_size` when auto (AUTO_IMAGE_SIZE or null): the data's
+    `preferred_image_size` raised to the backbone's `min_input_size`; an explicit value is
+    checked against that minimum."""
+    raw = OmegaConf.to_container(data_cfg, resolve=False).get("image_size")
+    if raw is None or raw == AUTO_IMAGE_SIZE:
         preferred = data_cfg.get("preferred_image_size")
         if isinstance(preferred, bool) or not isinstance(preferred, int) or preferred < 1:
             raise ConfigError(f"data.preferred_image_size={preferred!r} must be a whole number of "
-                              f"pixels when data.image_size is null (auto)")
+                              f"pixels when data.image_size is auto")
         minimum = int(backbone_cfg.get("min_input_size") or 1)
         with open_dict(data_cfg):
             data_cfg.image_size = max(preferred, minimum)
