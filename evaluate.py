@@ -1,18 +1,20 @@
 """Evaluate a trained checkpoint as a classifier and as an embedding for visual search:
-`python evaluate.py ckpt_path=outputs/.../checkpoints/best.ckpt [index=hnsw] [key=value ...]`."""
+`python evaluate.py ckpt_path=outputs/.../checkpoints/best.ckpt [index=hnsw] [key=value ...]`.
+
+A user error (missing checkpoint, bad value) prints one line `error: ...` and exits 2."""
 
 import os
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from fashionlab.evaluation.run import evaluate
+from fashionlab.entrypoint import hydra_entry
+from fashionlab.evaluation.run import evaluate  # also registers the run-dir resolver fl_eval_dir
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+@hydra_entry(config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

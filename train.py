@@ -1,19 +1,24 @@
-"""Train a multi-task fashion classifier: `python train.py [group=option] [key=value ...]`."""
+"""Train a multi-task fashion classifier: `python train.py [group=option] [key=value ...]`.
+
+A user error (unknown name, missing data, bad value) prints one line `error: ...` and exits 2."""
 
 import os
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from fashionlab.training.run import train
+from fashionlab.entrypoint import hydra_entry
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@hydra_entry(config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Returns the monitored metric, so Hydra sweepers can optimise it."""
+    # Imported here: config errors are reported before torch loads, and Lightning's loggers
+    # join Hydra's logging (console and the run's log file) instead of adding their own.
+    from fashionlab.training.run import train
+
     return train(cfg).get(cfg.training.monitor)
 
 

@@ -39,9 +39,9 @@ def test_unknown_backbone_suggests_close_names():
 
 def test_missing_pretrained_weights_is_a_clear_error(empty_caches):
     with pytest.raises(PretrainedWeightsNotFoundError) as info:
-        create_backbone("resnet18", pretrained=True)
+        create_backbone("resnet18", pretrained=True, allow_download=False)
     message = str(info.value)
-    assert "backbone.weights=" in message and "backbone.allow_download=true" in message
+    assert "backbone.weights=" in message and "backbone.allow_download=false" in message
 
 
 def random_state(name: str, seed: int) -> dict[str, torch.Tensor]:

@@ -42,7 +42,8 @@ def compose_with(compose_cfg, base: list[str], choice: str):
 
 @pytest.mark.parametrize("option", options("data"))
 def test_data_configs(option, compose_cfg, base):
-    cfg = compose_with(compose_cfg, base, f"data={option}")
+    cfg = prepare_config(compose_with(compose_cfg, base, f"data={option}"))
+    assert cfg.data.image_size >= cfg.backbone.min_input_size
     datamodule = instantiate(cfg.data, _recursive_=False)
     assert datamodule.tasks_cfg and cfg.data.get("main_task") in (None, *cfg.data.tasks)
     for split in ("train", "eval"):

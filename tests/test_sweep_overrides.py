@@ -100,6 +100,6 @@ def test_unknown_train_option_is_one_line_before_any_trial(tmp_path):
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, lines
-    assert lines[0].startswith("sweep.py: error: train overrides data=fashion_nope"), lines
+    assert lines[0].startswith("error: train overrides data=fashion_nope"), lines
     assert "Could not find 'data/fashion_nope'" in lines[0] and "fashion_products" in lines[0]
     assert not (sweep_dir / "trials").exists() and not (sweep_dir / "study.db").exists()

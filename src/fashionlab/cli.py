@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from fashionlab.entrypoint import error_message
 from fashionlab.errors import FashionlabError
 
 
@@ -325,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config(args.config, args.set)
         COMMANDS[args.command](args, cfg)
     except FashionlabError as err:
-        print(f"fashionlab {args.command}: error: {err}", file=sys.stderr)
+        print(f"fashionlab {args.command}: error: {error_message(err)}", file=sys.stderr)
         return 2
     return 0
 

@@ -75,7 +75,7 @@ class MultiTaskDataModule(L.LightningDataModule):
         self,
         tasks: Mapping[str, Any],
         transforms: Mapping[str, Any],
-        image_size: int,
+        image_size: int | None,
         batch_size: int = 128,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -83,13 +83,16 @@ class MultiTaskDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         main_task: str | None = None,
         report_dir: str | None = None,
+        preferred_image_size: int | None = None,
     ) -> None:
         super().__init__()
         self.tasks_cfg = tasks
         self._tasks: list[TaskSpec] | None = (
             None if self.tasks_from_data else tasks_from_config(tasks))
         self.transforms_cfg = transforms
-        self.image_size = int(image_size)
+        # image_size auto (null) is resolved against the backbone by the training run; a data
+        # module built on its own falls back to the data's preferred size.
+        self.image_size = int(image_size if image_size is not None else preferred_image_size)
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
         self.num_workers = int(num_workers)

@@ -1,22 +1,31 @@
-"""Backbone factory: a timm model with pooled features and ImageNet weights from a local source.
+"""Backbone factory: a timm model with pooled features and ImageNet weights.
 
-Weights are never fetched from a hub unless `allow_download` is set. Sources, in order:
-an explicit weights file, a weights package bundled with the project (BUNDLED_WEIGHTS),
-timm's local caches (Hugging Face hub cache, torch hub cache).
+Weights sources, in order: an explicit weights file, a weights package bundled with the project
+(BUNDLED_WEIGHTS), timm's local caches (Hugging Face hub cache, torch hub cache), then a download
+by timm's own means into those caches (unless `allow_download` is off). Offline (HF_HUB_OFFLINE=1,
+or the hub unreachable) the run stops at once with one line naming the ways out: never a silent
+random initialisation, never a wait on a dead network.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import os
-from collections.abc import Callable, Mapping
+import socket
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import huggingface_hub
+import huggingface_hub.constants as hf_constants
 import timm
 import torch
-from omegaconf import DictConfig, open_dict
+from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from fashionlab.errors import ConfigError, PretrainedWeightsNotFoundError, UnknownBackboneError
@@ -28,6 +37,10 @@ log = logging.getLogger(__name__)
 BUNDLED_WEIGHTS: dict[str, Callable[[], Mapping[str, torch.Tensor]]] = {
     "tf_efficientnet_lite0": load_lite0_package_state_dict,
 }
+# Seconds to wait for the weights host to answer (the connection probe, and each socket read of a
+# URL download): a dead network fails within this, a slow but live one keeps downloading.
+NETWORK_TIMEOUT_S = 10.0
+_HF_FILENAMES = ("model.safetensors", "pytorch_model.bin")
 
 
 def check_backbone_name(name: str) -> None:
@@ -43,31 +56,113 @@ def check_backbone_name(name: str) -> None:
     )
 
 
+def _hf_source(cfg: Any) -> tuple[str, str | None, tuple[str, ...]] | None:
+    """(repo id, revision, candidate file names) of a pretrained config's Hugging Face weights."""
+    if not cfg.hf_hub_id:
+        return None
+    repo_id, _, revision = cfg.hf_hub_id.partition("@")
+    filenames = (cfg.hf_hub_filename,) if getattr(cfg, "hf_hub_filename", None) else _HF_FILENAMES
+    return repo_id, revision or None, filenames
+
+
+def _torch_hub_file(url: str) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlsplit(url).path)
+
+
 def cached_weights_file(name: str) -> Path | None:
     """A weights file for `name` already in timm's Hugging Face or torch hub cache, if any."""
     cfg = timm.models.get_pretrained_cfg(name)
     if cfg is None:
         return None
-    if cfg.hf_hub_id:
-        from huggingface_hub import try_to_load_from_cache
-
-        repo_id, _, revision = cfg.hf_hub_id.partition("@")
-        for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
-            found = try_to_load_from_cache(repo_id, filename, revision=revision or None)
+    if (hf := _hf_source(cfg)) is not None:
+        repo_id, revision, filenames = hf
+        for filename in (*filenames, "open_clip_pytorch_model.bin"):
+            found = huggingface_hub.try_to_load_from_cache(repo_id, filename, revision=revision)
             if isinstance(found, str) and os.path.isfile(found):
                 return Path(found)
-    if cfg.url:
-        candidate = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(cfg.url)
-        if candidate.is_file():
-            return candidate
+    if cfg.url and _torch_hub_file(cfg.url).is_file():
+        return _torch_hub_file(cfg.url)
     return None
+
+
+def unreachable(url: str) -> str | None:
+    """Why `url`'s host (or the proxy for it) takes no connection within NETWORK_TIMEOUT_S, or None."""
+    parts = urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+        parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=NETWORK_TIMEOUT_S).close()
+    except OSError as err:
+        return f"cannot reach {parts.hostname}:{port} ({err.strerror or err})"
+    return None
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _ways_out(name: str, why: str) -> PretrainedWeightsNotFoundError:
+    return PretrainedWeightsNotFoundError(
+        f"no pretrained weights for backbone {name!r}: {why}. Ways out: "
+        f"backbone.weights=/path/to/weights.(pth|safetensors); timm's cache "
+        f"({hf_constants.HF_HUB_CACHE} or {Path(torch.hub.get_dir()) / 'checkpoints'}), filled by "
+        f"one run with network; backbone.pretrained=false (random initialisation)."
+    )
+
+
+def download_weights(name: str) -> Path:
+    """Fetch `name`'s pretrained weights the way timm does, into its cache; one-line error offline."""
+    cfg = timm.models.get_pretrained_cfg(name)
+    hf = _hf_source(cfg) if cfg is not None else None
+    url = cfg.url if cfg is not None else None
+    if hf is None and not url:
+        raise _ways_out(name, "timm publishes none for this model")
+    if hf_constants.HF_HUB_OFFLINE:
+        raise _ways_out(name, "none in timm's cache, and downloads are off (HF_HUB_OFFLINE=1)")
+    source = f"{hf_constants.ENDPOINT}/{hf[0]}" if hf is not None else str(url)
+    if (reason := unreachable(source)) is not None:
+        raise _ways_out(name, f"none in timm's cache, and {reason}")
+    log.info("backbone %s: downloading pretrained weights from %s", name, source)
+    try:
+        return _download_hf(*hf) if hf is not None else _download_url(str(url))
+    except (OSError, EntryNotFoundError) as err:
+        first_line = (str(err).strip() or type(err).__name__).splitlines()[0]
+        raise _ways_out(name, f"the download from {source} failed ({first_line})") from err
+
+
+def _download_hf(repo_id: str, revision: str | None, filenames: tuple[str, ...]) -> Path:
+    """The first of `filenames` the repository has, through huggingface_hub (timm's own way)."""
+    for filename in filenames[:-1]:
+        try:
+            return Path(huggingface_hub.hf_hub_download(repo_id, filename, revision=revision))
+        except EntryNotFoundError as err:
+            if isinstance(err, LocalEntryNotFoundError):  # no connection, not a missing file
+                raise
+    return Path(huggingface_hub.hf_hub_download(repo_id, filenames[-1], revision=revision))
+
+
+def _download_url(url: str) -> Path:
+    """`url` into torch hub's checkpoints folder, where timm's URL loader caches it."""
+    target = _torch_hub_file(url)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _socket_timeout(NETWORK_TIMEOUT_S):
+        torch.hub.download_url_to_file(url, str(target), progress=True)
+    return target
 
 
 def create_backbone(
     name: str,
     pretrained: bool = True,
     weights: str | None = None,
-    allow_download: bool = False,
+    allow_download: bool = True,
     drop_rate: float = 0.0,
     **_: Any,
 ) -> nn.Module:
@@ -89,17 +184,10 @@ def create_backbone(
     elif (cached := cached_weights_file(name)) is not None:
         log.info("backbone %s: weights from cache %s", name, cached)
         overlay = {"file": str(cached)}
-    elif allow_download:
-        log.info("backbone %s: downloading weights with timm", name)
-        return timm.create_model(name, pretrained=True, **kwargs)
+    elif not allow_download:
+        raise _ways_out(name, "none in timm's cache, and backbone.allow_download=false")
     else:
-        raise PretrainedWeightsNotFoundError(
-            f"no pretrained weights found for backbone {name!r}: not bundled, not in timm's "
-            f"cache ({Path(torch.hub.get_dir()) / 'checkpoints'} or the Hugging Face cache). "
-            f"Use one of: backbone.weights=/path/to/weights.(pth|safetensors), "
-            f"backbone.allow_download=true (network), or backbone.pretrained=false "
-            f"(random initialisation)."
-        )
+        overlay = {"file": str(download_weights(name))}
     return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
 
 
@@ -127,11 +215,40 @@ def resolve_backbone_config(backbone_cfg: DictConfig) -> DictConfig:
     return backbone_cfg
 
 
-def check_image_size(image_size: int, backbone_cfg: DictConfig) -> None:
-    """Refuse a training resolution below what the architecture accepts."""
+def check_image_size(image_size: Any, backbone_cfg: DictConfig) -> None:
+    """Refuse a training resolution that is not a whole number or is below what the
+    architecture accepts."""
+    if isinstance(image_size, bool) or not isinstance(image_size, int):
+        raise ConfigError(f"data.image_size={image_size!r} is not a whole number of pixels "
+                          f"(or null: auto, the data's preferred size raised to the backbone's minimum)")
     minimum = int(backbone_cfg.get("min_input_size") or 1)
     if image_size < minimum:
         raise ConfigError(
             f"data.image_size={image_size} is below backbone {backbone_cfg.name!r}'s minimum "
             f"input of {minimum}px; set data.image_size>={minimum}"
         )
+
+
+# data.image_size's default in the data configs: "auto". Without a backbone (a data module built
+# on its own) it reads as the preferred size; a training run raises it to the backbone's minimum.
+AUTO_IMAGE_SIZE = "${.preferred_image_size}"
+
+
+def resolve_image_size(data_cfg: DictConfig, backbone_cfg: DictConfig) -> int:
+    """Set `data.image_size` when auto (AUTO_IMAGE_SIZE or null): the data's
+    `preferred_image_size` raised to the backbone's `min_input_size`; an explicit value is
+    checked against that minimum."""
+    raw = OmegaConf.to_container(data_cfg, resolve=False).get("image_size")
+    if raw is None or raw == AUTO_IMAGE_SIZE:
+        preferred = data_cfg.get("preferred_image_size")
+        if isinstance(preferred, bool) or not isinstance(preferred, int) or preferred < 1:
+            raise ConfigError(f"data.preferred_image_size={preferred!r} must be a whole number of "
+                              f"pixels when data.image_size is auto")
+        minimum = int(backbone_cfg.get("min_input_size") or 1)
+        with open_dict(data_cfg):
+            data_cfg.image_size = max(preferred, minimum)
+        raised = f", raised to backbone {backbone_cfg.name!r}'s minimum" if minimum > preferred else ""
+        log.info("data.image_size=%d (the data's preferred %dpx%s)", data_cfg.image_size,
+                 preferred, raised)
+    check_image_size(data_cfg.image_size, backbone_cfg)
+    return int(data_cfg.image_size)

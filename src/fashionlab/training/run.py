@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from fashionlab.config_safety import check_resume_path
 from fashionlab.data.datamodule import MultiTaskDataModule
 from fashionlab.errors import ConfigError
-from fashionlab.models.backbones import check_image_size, create_backbone, resolve_backbone_config
+from fashionlab.models.backbones import create_backbone, resolve_backbone_config, resolve_image_size
 from fashionlab.models.multitask import MultiTaskNet
 from fashionlab.training.callbacks import FreezeThenUnfreeze
 from fashionlab.training.losses import MultiTaskLoss
@@ -85,10 +85,32 @@ def build_logger(cfg: DictConfig) -> Any:
     return instantiate(cfg.logger)
 
 
+# Keys that must hold numbers (a typo such as trainer.max_epochs=abc stops before any work).
+NUMERIC_KEYS: dict[str, type] = {
+    "seed": int, "trainer.max_epochs": int, "trainer.min_epochs": int, "trainer.max_steps": int,
+    "trainer.accumulate_grad_batches": int, "trainer.log_every_n_steps": int,
+    "data.batch_size": int, "data.eval_batch_size": int, "data.num_workers": int,
+    "training.freeze_epochs": int, "training.backbone_lr_scale": float,
+    "optimizer.lr": float, "optimizer.weight_decay": float,
+}
+
+
+def check_numbers(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the first of NUMERIC_KEYS set to something other than a number."""
+    for key, kind in NUMERIC_KEYS.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        allowed = (int,) if kind is int else (int, float)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, allowed)):
+            what = "a whole number" if kind is int else "a number"
+            raise ConfigError(f"{key}={value!r} must be {what}")
+
+
 def prepare_config(cfg: DictConfig) -> DictConfig:
-    """Fill derived backbone settings and check cross-group constraints before building."""
+    """Fill derived settings (backbone normalisation, data.image_size when auto) and check
+    values and cross-group constraints before building."""
+    check_numbers(cfg)
     resolve_backbone_config(cfg.backbone)
-    check_image_size(int(cfg.data.image_size), cfg.backbone)
+    resolve_image_size(cfg.data, cfg.backbone)
     monitor_task = str(cfg.training.monitor).split("/")
     if len(monitor_task) == 3 and monitor_task[1] not in cfg.data.tasks:
         raise ConfigError(
