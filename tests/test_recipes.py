@@ -215,6 +215,11 @@ def test_slurm_trainer_config(compose_cfg, fmnist_dir, tmp_path, monkeypatch):
                        "SLURM_JOB_ID": "123", "SLURM_NODEID": "1", "SLURM_PROCID": "5",
                        "SLURM_LOCALID": "1", "SLURM_NODELIST": "node[1-2]"}.items():
         monkeypatch.setenv(key, value)
+    # Building a trainer sets Lightning's process-global rank (here 5): restore it afterwards, or
+    # every later test in this process would skip rank-zero-only work (e.g. CSVLogger writes).
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
     cfg = compose_cfg([*tiny_overrides(fmnist_dir, tmp_path), "trainer=slurm", "trainer.num_nodes=2",
                        "trainer.accelerator=cpu", "trainer.precision=32-true"])
     trainer = instantiate(cfg.trainer)
