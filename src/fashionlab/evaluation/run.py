@@ -1,6 +1,6 @@
 """`python evaluate.py ckpt_path=...`: classification and retrieval evaluation of one checkpoint.
 
-Writes one evaluation directory (by default `<training run>/eval/<date>_<time>/`): report.json,
+Writes one evaluation directory (by default `<training run>/eval/<date>_<time>_<6 hex>/`): report.json,
 report.md, confusion_<task>.png, retrieval_examples.png, embeddings.npy, gallery.parquet,
 index.faiss and manifest.json.
 """
@@ -41,13 +41,16 @@ from fashionlab.retrieval.metrics import (
 )
 from fashionlab.training.reporting import git_info
 from fashionlab.training.run import resolved_config
+from fashionlab.training.rundir import unique_stamp
 
 log = logging.getLogger(__name__)
 
 
-def eval_dir_for(ckpt_path: str, log_dir: str, stamp: str) -> str:
+def eval_dir_for(ckpt_path: str, log_dir: str, stamp: str | None = None) -> str:
     """Hydra run dir of an evaluation: `<run dir>/eval/<stamp>` next to the checkpoint's run,
-    or `<log_dir>/evaluate/runs/<stamp>` when the checkpoint does not exist."""
+    or `<log_dir>/evaluate/runs/<stamp>` when the checkpoint does not exist. The stamp defaults
+    to `<date>_<time>_<6 hex>`, drawn once per process (unique across processes)."""
+    stamp = stamp or unique_stamp()
     path = Path(str(ckpt_path)).expanduser()
     if path.is_file():
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent

@@ -11,13 +11,15 @@ import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from fashionlab.data.datamodule import MultiTaskDataModule
 from fashionlab.errors import ConfigError
 from fashionlab.models.backbones import check_image_size, create_backbone, resolve_backbone_config
 from fashionlab.models.multitask import MultiTaskNet
-from fashionlab.training.callbacks import FreezeThenUnfreeze
+from fashionlab.training.callbacks import FreezeThenUnfreeze, ResumeState
+from fashionlab.training.checkpoint_io import AtomicCheckpointIO
 from fashionlab.training.losses import MultiTaskLoss
 from fashionlab.training.module import MultiTaskClassifier
 from fashionlab.training.reporting import (
@@ -28,6 +30,8 @@ from fashionlab.training.reporting import (
     write_metrics_json,
     write_task_tables,
 )
+from fashionlab.training.resume import resume_config
+from fashionlab.training.rundir import check_run_folder
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +67,9 @@ def build_model(cfg: DictConfig, datamodule: MultiTaskDataModule) -> MultiTaskCl
 
 
 def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[Callback]:
-    """Configured callbacks, minus those the trainer settings rule out, plus the freeze schedule."""
-    callbacks: list[Callback] = [
+    """The resume state (first: it reseeds before the others run), the configured callbacks minus
+    those the trainer settings rule out, and the freeze schedule."""
+    callbacks: list[Callback] = [ResumeState(cfg.seed)] + [
         instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None
     ]
     if not cfg.trainer.get("enable_progress_bar", True):
@@ -80,6 +85,16 @@ def build_logger(cfg: DictConfig) -> Any:
     if not cfg.get("logger"):
         return False
     return instantiate(cfg.logger)
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[Callback], logger: Any,
+                  run_dir: Path) -> L.Trainer:
+    """The configured Trainer, writing checkpoints atomically (AtomicCheckpointIO)."""
+    plugins = list(cfg.trainer.get("plugins") or [])
+    plugins = [instantiate(p) if isinstance(p, DictConfig) else p for p in plugins]
+    plugins.append(AtomicCheckpointIO())
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=logger,
+                       default_root_dir=str(run_dir), plugins=plugins)
 
 
 def prepare_config(cfg: DictConfig) -> DictConfig:
@@ -99,12 +114,19 @@ def prepare_config(cfg: DictConfig) -> DictConfig:
 def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> dict[str, Any]:
     """Fit, then validate and test the best checkpoint; write metrics.json into the run folder.
 
-    `extra_callbacks` join the configured ones (e.g. a sweep's pruning callback).
+    `extra_callbacks` join the configured ones (e.g. a sweep's pruning callback). With
+    `ckpt_path`, the run resumes in the checkpoint's own folder with the checkpoint's config plus
+    the command line's overrides (see training/resume.py).
     """
     started = time.time()
+    resuming = bool(cfg.get("ckpt_path"))
+    if resuming:
+        cfg = resume_config(cfg)
     prepare_config(cfg)
-    L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.output_dir)
+    if rank_zero_only.rank == 0:
+        check_run_folder(run_dir, resuming)
+    L.seed_everything(cfg.seed, workers=True)
     run_dir.mkdir(parents=True, exist_ok=True)
 
     datamodule = build_datamodule(cfg)
@@ -112,8 +134,7 @@ def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> dic
     model = build_model(cfg, datamodule)
     logger = build_logger(cfg)
     callbacks = build_callbacks(cfg, has_logger=bool(logger)) + list(extra_callbacks or [])
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger,
-                                     default_root_dir=str(run_dir))
+    trainer = build_trainer(cfg, callbacks, logger, run_dir)
     if isinstance(logger, WandbLogger) and trainer.is_global_zero:
         logger.experiment.config.update(model.hparams["config"], allow_val_change=True)
 
