@@ -29,7 +29,7 @@ KILL_ENV = "FASHIONLAB_TEST_KILL_AT_STEP"
 def script_env(**extra: str) -> dict[str, str]:
     """Environment of a train.py subprocess: tests/ importable (for kill_switch), no kill switch."""
     env = {k: v for k, v in os.environ.items() if k != KILL_ENV}
-    paths = [str(ROOT / "src"), str(TESTS), env.get("PYTHONPATH", "")]
+    paths = [os.environ.get("ALT_SRC", str(ROOT / "src")), str(TESTS), env.get("PYTHONPATH", "")]
     return {**env, **SCRIPT_ENV, "PYTHONPATH": os.pathsep.join(p for p in paths if p), **extra}
 
 
@@ -49,9 +49,11 @@ def only_run_folder(logs: Path) -> Path:
 
 
 def test_kill_mid_epoch_and_resume_matches_uninterrupted_run(fmnist_dir, tmp_path):
-    """3 epochs of 7 steps with augmentation and dropout; SIGKILL at step 10 (mid epoch 2)."""
-    common = [o for o in tiny_overrides(fmnist_dir, tmp_path) if not o.startswith(("hydra.", "logger="))]
-    common += ["trainer.max_epochs=3", "data.image_size=32", "backbone.drop_rate=0.3",
+    """3 epochs of 7 steps with augmentation and dropout; SIGKILL at step 10 (mid epoch 2).
+    The sanity check before training draws from the RNGs in the resumed run only."""
+    common = [o for o in tiny_overrides(fmnist_dir, tmp_path)
+              if not o.startswith(("hydra.", "logger=", "trainer.num_sanity_val_steps="))]
+    common += ["trainer.max_epochs=3", "trainer.num_sanity_val_steps=2", "training.freeze_epochs=0", "data.image_size=32", "backbone.drop_rate=0.3",
                "optimizer.lr=5e-3", "+callbacks.kill._target_=kill_switch.KillAtStep"]
     reference = tmp_path / "reference"
     done = train_script(*common, "logger=none", f"hydra.run.dir={reference}")
@@ -83,6 +85,11 @@ def test_kill_mid_epoch_and_resume_matches_uninterrupted_run(fmnist_dir, tmp_pat
                           weights_only=True)["epoch"]
 
     assert best_epoch(run) == best_epoch(reference)
+    # the final weights, not only the best checkpoint's metrics, are those of the uninterrupted run
+    final = [torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu",
+                        weights_only=True)["state_dict"] for folder in (run, reference)]
+    assert final[0].keys() == final[1].keys()
+    assert all(torch.equal(final[0][k], final[1][k]) for k in final[0])
     # one W&B run, resumed: both processes logged under the same run id
     ids = {p.name.rsplit("-", 1)[-1] for p in (run / "wandb").glob("offline-run-*")}
     assert len(list((run / "wandb").glob("offline-run-*"))) == 2 and len(ids) == 1
