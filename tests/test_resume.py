@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from fixtures_runs import compose_config
@@ -29,7 +30,7 @@ KILL_ENV = "FASHIONLAB_TEST_KILL_AT_STEP"
 def script_env(**extra: str) -> dict[str, str]:
     """Environment of a train.py subprocess: tests/ importable (for kill_switch), no kill switch."""
     env = {k: v for k, v in os.environ.items() if k != KILL_ENV}
-    paths = [os.environ.get("ALT_SRC", str(ROOT / "src")), str(TESTS), env.get("PYTHONPATH", "")]
+    paths = [str(ROOT / "src"), str(TESTS), env.get("PYTHONPATH", "")]
     return {**env, **SCRIPT_ENV, "PYTHONPATH": os.pathsep.join(p for p in paths if p), **extra}
 
 
@@ -49,12 +50,13 @@ def only_run_folder(logs: Path) -> Path:
 
 
 def test_kill_mid_epoch_and_resume_matches_uninterrupted_run(fmnist_dir, tmp_path):
-    """3 epochs of 7 steps with augmentation and dropout; SIGKILL at step 10 (mid epoch 2).
-    The sanity check before training draws from the RNGs in the resumed run only."""
+    """3 epochs of 7 steps with augmentation and dropout, backbone trained throughout, default
+    sanity check; SIGKILL at step 10 (mid epoch 2), resumed from the epoch-1 last.ckpt."""
     common = [o for o in tiny_overrides(fmnist_dir, tmp_path)
               if not o.startswith(("hydra.", "logger=", "trainer.num_sanity_val_steps="))]
-    common += ["trainer.max_epochs=3", "trainer.num_sanity_val_steps=2", "training.freeze_epochs=0", "data.image_size=32", "backbone.drop_rate=0.3",
-               "optimizer.lr=5e-3", "+callbacks.kill._target_=kill_switch.KillAtStep"]
+    common += ["trainer.max_epochs=3", "trainer.num_sanity_val_steps=2", "training.freeze_epochs=0",
+               "data.image_size=32", "backbone.drop_rate=0.3", "optimizer.lr=5e-3",
+               "+callbacks.kill._target_=kill_switch.KillAtStep"]
     reference = tmp_path / "reference"
     done = train_script(*common, "logger=none", f"hydra.run.dir={reference}")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -103,7 +105,7 @@ def tiny_data(fmnist_dir: Path, *dropped: str) -> list[str]:
 
 def test_resume_keeps_folder_and_best_checkpoint(fmnist_dir, tmp_path):
     logs = tmp_path / "logs"
-    base = [*tiny_data(fmnist_dir), f"paths.log_dir={logs}"]
+    base = [*tiny_data(fmnist_dir, "logger"), "logger=csv", f"paths.log_dir={logs}"]
     train(compose_config("train", base))
     run = only_run_folder(logs)
     last, best = run / "checkpoints" / "last.ckpt", run / "checkpoints" / "best.ckpt"
@@ -121,6 +123,10 @@ def test_resume_keeps_folder_and_best_checkpoint(fmnist_dir, tmp_path):
     assert metrics["best_checkpoint"] == str(best)
     assert metrics["epochs_completed"] == 2
     assert json.loads((run / "metrics.json").read_text())["resumed_from"] == str(last)
+    # the CSV log keeps the first epoch's rows and continues after them (the last row is the
+    # final validation of the best checkpoint; the first run's final validation is dropped)
+    logged = pd.read_csv(run / "csv" / "metrics.csv")
+    assert logged.dropna(subset=["val/article/acc"])["epoch"].tolist() == [0, 1, 2]
 
 
 @pytest.mark.parametrize("override, key", [

@@ -128,7 +128,7 @@ class EpochSeededTransform:
         return self.transform(**data)
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("transform", "_seed", "_applied"):
+        if name.startswith("__") or name in ("transform", "_seed", "_applied"):
             raise AttributeError(name)
         return getattr(self.transform, name)
 

@@ -9,13 +9,16 @@ schedule, seed or precision would make the run something no single config descri
 
 from __future__ import annotations
 
+import csv
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import OverrideType
+from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 from fashionlab.errors import ConfigError
@@ -67,10 +70,58 @@ def _command_line(cfg: DictConfig) -> tuple[list[str], set[str]]:
     return list(hydra.overrides.task), set(hydra.runtime.choices)
 
 
-def resume_config(cfg: DictConfig) -> DictConfig:
+@dataclass
+class Resume:
+    """What a resumed run needs to know about its checkpoint beyond the config."""
+
+    ckpt_path: str
+    global_step: int
+    changed: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+
+
+def begin_resume(cfg: DictConfig) -> tuple[DictConfig, Resume]:
+    """Read the checkpoint once: the resumed run's config and its Resume record."""
+    checkpoint = read_checkpoint(str(cfg.ckpt_path))
+    merged = resume_config(cfg, checkpoint)
+    changed = {k: v for k, v in config_diff(checkpoint["hyper_parameters"]["config"],
+                                             OmegaConf.to_container(merged)).items()
+               if not _matches(k, ("paths", "ckpt_path"))}
+    return merged, Resume(str(cfg.ckpt_path), int(checkpoint.get("global_step", 0)), changed)
+
+
+def record_resume(run_dir: Path, cfg: DictConfig, resume: Resume) -> None:
+    """Keep `.hydra/config.yaml` the run's config: rewrite it (resolved) when the resume changed
+    keys (e.g. trainer.max_epochs); Hydra itself leaves an existing record untouched."""
+    record = run_dir / ".hydra" / "config.yaml"
+    if resume.changed and record.parent.is_dir():
+        OmegaConf.save(cfg, record)
+        log.info("%s: updated for the resume (%s)", record, ", ".join(resume.changed))
+
+
+def keep_csv_history(logger: Any, resume: Resume) -> None:
+    """CSVLogger deletes an existing metrics.csv when it starts; keep the rows the checkpoint
+    covers (steps before its global step; later ones are replayed) and append after them."""
+    if not isinstance(logger, CSVLogger):
+        return
+    path = Path(logger.log_dir) / "metrics.csv"
+    if not path.is_file():
+        return
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        header = list(reader.fieldnames or [])
+        rows = [r for r in reader if int(float(r.get("step") or 0)) < resume.global_step]
+    writer = logger.experiment  # (removes the old file)
+    with path.open("w", newline="") as handle:
+        out = csv.DictWriter(handle, fieldnames=header)
+        out.writeheader()
+        out.writerows(rows)
+    writer.metrics_keys = header
+
+
+def resume_config(cfg: DictConfig, checkpoint: dict[str, Any] | None = None) -> DictConfig:
     """The resumed run's config (see module docstring); raises ConfigError for refused changes."""
     ckpt_path = str(cfg.ckpt_path)
-    checkpoint = read_checkpoint(ckpt_path)
+    checkpoint = checkpoint if checkpoint is not None else read_checkpoint(ckpt_path)
     saved: dict[str, Any] = checkpoint["hyper_parameters"]["config"]
     composed = _plain(cfg)
     merged = OmegaConf.create(saved)

@@ -30,7 +30,7 @@ from fashionlab.training.reporting import (
     write_metrics_json,
     write_task_tables,
 )
-from fashionlab.training.resume import resume_config
+from fashionlab.training.resume import begin_resume, keep_csv_history, record_resume
 from fashionlab.training.rundir import check_run_folder
 
 log = logging.getLogger(__name__)
@@ -119,13 +119,15 @@ def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> dic
     the command line's overrides (see training/resume.py).
     """
     started = time.time()
-    resuming = bool(cfg.get("ckpt_path"))
-    if resuming:
-        cfg = resume_config(cfg)
+    resume = None
+    if cfg.get("ckpt_path"):
+        cfg, resume = begin_resume(cfg)
     prepare_config(cfg)
     run_dir = Path(cfg.paths.output_dir)
     if rank_zero_only.rank == 0:
-        check_run_folder(run_dir, resuming)
+        check_run_folder(run_dir, resuming=resume is not None)
+        if resume is not None:
+            record_resume(run_dir, cfg, resume)
     L.seed_everything(cfg.seed, workers=True)
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -133,6 +135,8 @@ def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> dic
     datamodule.report_dir = str(run_dir)
     model = build_model(cfg, datamodule)
     logger = build_logger(cfg)
+    if resume is not None and rank_zero_only.rank == 0:
+        keep_csv_history(logger, resume)
     callbacks = build_callbacks(cfg, has_logger=bool(logger)) + list(extra_callbacks or [])
     trainer = build_trainer(cfg, callbacks, logger, run_dir)
     if isinstance(logger, WandbLogger) and trainer.is_global_zero:
