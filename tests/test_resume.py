@@ -28,8 +28,10 @@ KILL_ENV = "FASHIONLAB_TEST_KILL_AT_STEP"
 
 
 def script_env(**extra: str) -> dict[str, str]:
-    """Environment of a train.py subprocess: tests/ importable (for kill_switch), no kill switch."""
-    env = {k: v for k, v in os.environ.items() if k != KILL_ENV}
+    """Environment of a train.py subprocess: tests/ importable (for kill_switch), no kill switch,
+    and its own W&B service, as from a shell (a service inherited from this process, where an
+    earlier test used W&B, would still hold the killed process's run id)."""
+    env = {k: v for k, v in os.environ.items() if k not in (KILL_ENV, "WANDB_SERVICE")}
     paths = [str(ROOT / "src"), str(TESTS), env.get("PYTHONPATH", "")]
     return {**env, **SCRIPT_ENV, "PYTHONPATH": os.pathsep.join(p for p in paths if p), **extra}
 

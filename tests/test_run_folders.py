@@ -77,3 +77,16 @@ def test_cli_refuses_an_explicit_non_empty_run_dir(fmnist_dir, tmp_path):
     assert (out / ".hydra" / "config.yaml").read_text() == "original: true\n"
     assert (out / "metrics.json").read_text() == "{}"
     assert not (out / "checkpoints").exists()
+
+
+def test_an_evaluation_folder_holding_files_is_refused(tiny_run, tmp_path):
+    from fashionlab.evaluation.run import evaluate
+
+    used = tmp_path / "eval"
+    used.mkdir()
+    (used / "report.json").write_text("{}")
+    cfg = compose_config("evaluate", [f"ckpt_path={tiny_run / 'checkpoints' / 'best.ckpt'}",
+                                      f"hydra.run.dir={used}"])
+    with pytest.raises(ConfigError, match="evaluation folder .* already holds"):
+        evaluate(cfg)
+    assert (used / "report.json").read_text() == "{}"

@@ -41,7 +41,7 @@ from fashionlab.retrieval.metrics import (
 )
 from fashionlab.training.reporting import git_info
 from fashionlab.training.run import resolved_config
-from fashionlab.training.rundir import unique_stamp
+from fashionlab.training.rundir import check_run_folder, unique_stamp
 
 log = logging.getLogger(__name__)
 
@@ -234,6 +234,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run the whole evaluation described by `conf/evaluate.yaml`; returns the report."""
     started = time.perf_counter()
     out = Path(cfg.paths.output_dir)
+    check_run_folder(out, kind="evaluation")
     out.mkdir(parents=True, exist_ok=True)
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     timings: dict[str, float] = {}

@@ -83,10 +83,14 @@ def begin_resume(cfg: DictConfig) -> tuple[DictConfig, Resume]:
     """Read the checkpoint once: the resumed run's config and its Resume record."""
     checkpoint = read_checkpoint(str(cfg.ckpt_path))
     merged = resume_config(cfg, checkpoint)
-    changed = {k: v for k, v in config_diff(checkpoint["hyper_parameters"]["config"],
-                                             OmegaConf.to_container(merged)).items()
-               if not _matches(k, ("paths", "ckpt_path"))}
+    changed = resume_changes(checkpoint["hyper_parameters"]["config"], merged)
     return merged, Resume(str(cfg.ckpt_path), int(checkpoint.get("global_step", 0)), changed)
+
+
+def resume_changes(saved: dict[str, Any], cfg: DictConfig) -> dict[str, tuple[Any, Any]]:
+    """Keys of the resumed config that differ from the checkpoint's (locations left out)."""
+    return {k: v for k, v in config_diff(saved, OmegaConf.to_container(cfg)).items()
+            if not _matches(k, ("paths", "ckpt_path"))}
 
 
 def record_resume(run_dir: Path, cfg: DictConfig, resume: Resume) -> None:
@@ -124,9 +128,9 @@ def resume_config(cfg: DictConfig, checkpoint: dict[str, Any] | None = None) -> 
     checkpoint = checkpoint if checkpoint is not None else read_checkpoint(ckpt_path)
     saved: dict[str, Any] = checkpoint["hyper_parameters"]["config"]
     composed = _plain(cfg)
+    composed_cfg = OmegaConf.create(composed)
     merged = OmegaConf.create(saved)
     overrides, groups = _command_line(cfg)
-    changed: dict[str, tuple[Any, Any]] = {}
     for override in OverridesParser.create().parse_overrides(overrides):
         key = override.key_or_group
         if key.startswith("hydra"):
@@ -147,12 +151,11 @@ def resume_config(cfg: DictConfig, checkpoint: dict[str, Any] | None = None) -> 
             if isinstance(node, DictConfig) and leaf in node:
                 del node[leaf]
         else:
-            OmegaConf.update(merged, path, OmegaConf.select(OmegaConf.create(composed), path),
-                             merge=False, force_add=True)
+            OmegaConf.update(merged, path, OmegaConf.select(composed_cfg, path), merge=False,
+                             force_add=True)
     merged.paths = composed["paths"]
     merged.ckpt_path = ckpt_path
-    changed = {k: v for k, v in config_diff(saved, OmegaConf.to_container(merged)).items()
-               if not _matches(k, ("paths", "ckpt_path"))}
+    changed = resume_changes(saved, merged)
     refused = {k: v for k, v in changed.items() if not _matches(k, RESUME_SAFE + RESUME_WARN)}
     if refused:
         raise ConfigError(

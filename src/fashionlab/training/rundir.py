@@ -68,18 +68,19 @@ def had_hydra_record(run_dir: str | Path) -> bool:
     return _HYDRA_SUBDIR.get(str(Path(run_dir).absolute()), ".hydra") is None
 
 
-def check_run_folder(run_dir: Path, resuming: bool) -> None:
-    """Refuse a run folder that already holds something other than Hydra's own launch files
+def check_run_folder(run_dir: Path, resuming: bool = False, kind: str = "run") -> None:
+    """Refuse a folder that already holds something other than Hydra's own launch files
     (`.hydra/`, `*.log`) or that had a `.hydra` record before this launch, unless resuming."""
     if resuming or not run_dir.is_dir():
         return
     used = sorted(p.name for p in run_dir.iterdir() if p.name != ".hydra" and p.suffix != ".log")
     if used or had_hydra_record(run_dir):
         shown = ", ".join(used[:5]) or ".hydra/config.yaml"
+        hint = (f", or resume that run with ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"
+                if kind == "run" else "")
         raise ConfigError(
-            f"run folder {run_dir} already holds a run ({shown}); choose another hydra.run.dir "
-            f"(or leave it unset for a new folder), or resume that run with "
-            f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}")
+            f"{kind} folder {run_dir} already holds a {kind} ({shown}); choose another "
+            f"hydra.run.dir (or leave it unset for a new folder){hint}")
 
 
 for _name, _fn in (("fl_run_dir", run_dir_for), ("fl_new_dir", new_dir),
