@@ -87,6 +87,6 @@ def test_an_evaluation_folder_holding_files_is_refused(tiny_run, tmp_path):
     (used / "report.json").write_text("{}")
     cfg = compose_config("evaluate", [f"ckpt_path={tiny_run / 'checkpoints' / 'best.ckpt'}",
                                       f"hydra.run.dir={used}"])
-    with pytest.raises(ConfigError, match="evaluation folder .* already holds"):
+    with pytest.raises(ConfigError, match=r"evaluation folder .* already holds"):
         evaluate(cfg)
     assert (used / "report.json").read_text() == "{}"
