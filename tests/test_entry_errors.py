@@ -34,7 +34,8 @@ COMPOSITION = [
     ("train.py", ["trainer.max_epochs=["], ["no viable alternative"]),
     ("evaluate.py", ["backbone=nosuch"], ["Could not override 'backbone'"]),
     ("evaluate.py", [], ["Missing mandatory value: ckpt_path"]),
-    ("sweep.py", ["backbone=nosuch"], ["train overrides backbone=nosuch", "Could not find 'backbone/nosuch'"]),
+    ("sweep.py", ["backbone=nosuch"],
+     ["train overrides backbone=nosuch", "Could not find 'backbone/nosuch'"]),
     ("sweep.py", ["search_space=nosuch"], ["Could not find 'search_space/nosuch'", "default, lr"]),
 ]
 

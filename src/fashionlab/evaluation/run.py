@@ -1,6 +1,6 @@
 """`python evaluate.py ckpt_path=...`: classification and retrieval evaluation of one checkpoint.
 
-Writes one evaluation directory (by default `<training run>/eval/<date>_<time>/`): report.json,
+Writes one evaluation directory (by default `<training run>/eval/<date>_<time>_<6 hex>/`): report.json,
 report.md, confusion_<task>.png, retrieval_examples.png, embeddings.npy, gallery.parquet,
 index.faiss and manifest.json.
 """
@@ -42,13 +42,16 @@ from fashionlab.retrieval.metrics import (
 )
 from fashionlab.training.reporting import git_info
 from fashionlab.training.run import resolved_config
+from fashionlab.training.rundir import check_run_folder, unique_stamp
 
 log = logging.getLogger(__name__)
 
 
-def eval_dir_for(ckpt_path: str, log_dir: str, stamp: str) -> str:
+def eval_dir_for(ckpt_path: str, log_dir: str, stamp: str | None = None) -> str:
     """Hydra run dir of an evaluation: `<run dir>/eval/<stamp>` next to the checkpoint's run,
-    or `<log_dir>/evaluate/runs/<stamp>` when the checkpoint does not exist."""
+    or `<log_dir>/evaluate/runs/<stamp>` when the checkpoint does not exist. The stamp defaults
+    to `<date>_<time>_<6 hex>`, drawn once per process (unique across processes)."""
+    stamp = stamp or unique_stamp()
     path = Path(str(ckpt_path)).expanduser()
     if path.is_file():
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
@@ -241,6 +244,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run the whole evaluation described by `conf/evaluate.yaml`; returns the report."""
     started = time.perf_counter()
     out = Path(cfg.paths.output_dir)
+    check_run_folder(out, kind="evaluation")
     out.mkdir(parents=True, exist_ok=True)
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     timings: dict[str, float] = {}

@@ -11,14 +11,16 @@ import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import WandbLogger
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fashionlab.config_safety import check_resume_path
 from fashionlab.data.datamodule import MultiTaskDataModule
 from fashionlab.errors import ConfigError
 from fashionlab.models.backbones import create_backbone, resolve_backbone_config, resolve_image_size
 from fashionlab.models.multitask import MultiTaskNet
-from fashionlab.training.callbacks import FreezeThenUnfreeze
+from fashionlab.training.callbacks import FreezeThenUnfreeze, ResumeState
+from fashionlab.training.checkpoint_io import AtomicCheckpointIO
 from fashionlab.training.losses import MultiTaskLoss
 from fashionlab.training.module import MultiTaskClassifier
 from fashionlab.training.reporting import (
@@ -30,6 +32,8 @@ from fashionlab.training.reporting import (
     write_metrics_json,
     write_task_tables,
 )
+from fashionlab.training.resume import begin_resume, keep_csv_history, record_resume
+from fashionlab.training.rundir import check_run_folder
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +70,9 @@ def build_model(cfg: DictConfig, datamodule: MultiTaskDataModule) -> MultiTaskCl
 
 
 def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[Callback]:
-    """Configured callbacks, minus those the trainer settings rule out, plus the freeze schedule."""
-    callbacks: list[Callback] = [
+    """The resume state (first: it reseeds before the others run), the configured callbacks minus
+    those the trainer settings rule out, and the freeze schedule."""
+    callbacks: list[Callback] = [ResumeState(cfg.seed)] + [
         instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None
     ]
     if not cfg.trainer.get("enable_progress_bar", True):
@@ -105,6 +110,20 @@ def check_numbers(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value!r} must be {what}")
 
 
+def build_trainer(cfg: DictConfig, callbacks: list[Callback], logger: Any,
+                  run_dir: Path) -> L.Trainer:
+    """The configured Trainer, writing checkpoints atomically (AtomicCheckpointIO).
+
+    `trainer.plugins` may be a list of plugin configs or one factory returning a list
+    (e.g. trainer=slurm's fashionlab.training.cluster.slurm_plugins)."""
+    configured = cfg.trainer.get("plugins")
+    built = instantiate(configured) if configured is not None else []
+    plugins = list(built) if isinstance(built, list | tuple | ListConfig) else [built]
+    plugins.append(AtomicCheckpointIO())
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=logger,
+                       default_root_dir=str(run_dir), plugins=plugins)
+
+
 def prepare_config(cfg: DictConfig) -> DictConfig:
     """Fill derived settings (backbone normalisation, data.image_size when auto) and check
     values and cross-group constraints before building."""
@@ -124,23 +143,33 @@ def prepare_config(cfg: DictConfig) -> DictConfig:
 def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> dict[str, Any]:
     """Fit, then validate and test the best checkpoint; write metrics.json into the run folder.
 
-    `extra_callbacks` join the configured ones (e.g. a sweep's pruning callback).
+    `extra_callbacks` join the configured ones (e.g. a sweep's pruning callback). With
+    `ckpt_path`, the run resumes in the checkpoint's own folder with the checkpoint's config plus
+    the command line's overrides (see training/resume.py).
     """
     started = time.time()
     check_resume_path(cfg.get("ckpt_path"))
+    resume = None
+    if cfg.get("ckpt_path"):
+        cfg, resume = begin_resume(cfg)
     prepare_config(cfg)
-    L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.output_dir)
+    if rank_zero_only.rank == 0:
+        check_run_folder(run_dir, resuming=resume is not None)
+        if resume is not None:
+            record_resume(run_dir, cfg, resume)
+    L.seed_everything(cfg.seed, workers=True)
     run_dir.mkdir(parents=True, exist_ok=True)
 
     datamodule = build_datamodule(cfg)
     datamodule.report_dir = str(run_dir)
     model = build_model(cfg, datamodule)
     logger = build_logger(cfg)
+    if resume is not None and rank_zero_only.rank == 0:
+        keep_csv_history(logger, resume)
     stats = TrainingStats()
     callbacks = [*build_callbacks(cfg, has_logger=bool(logger)), stats, *(extra_callbacks or [])]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger,
-                                     default_root_dir=str(run_dir))
+    trainer = build_trainer(cfg, callbacks, logger, run_dir)
     if isinstance(logger, WandbLogger) and trainer.is_global_zero:
         logger.experiment.config.update(model.hparams["config"], allow_val_change=True)
 
