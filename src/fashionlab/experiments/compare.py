@@ -209,14 +209,20 @@ def markdown_report(comparison: Comparison, heading: str = "# Run comparison") -
     if comparison.monitor:
         lines += [f"{len(comparison.runs)} runs, sorted by `{comparison.monitor}` ({direction} first). "
                   "Leading columns: the config keys that differ between the runs.", ""]
-    lines += [markdown_table(comparison), "", "Runs:", ""]
+    lines += [markdown_table(comparison), "", "Runs:", "", *run_listing(comparison)]
+    return "\n".join(lines) + "\n"
+
+
+def run_listing(comparison: Comparison) -> list[str]:
+    """Markdown lines: each run's label, folder and evaluation, then the skipped folders."""
+    lines = []
     for label, run in zip(comparison.table["run"], comparison.runs, strict=True):
         evaluated = f" (evaluation `{run.eval_dir}`)" if run.eval_dir else ""
         lines.append(f"- `{label}`: `{run.path}`{evaluated}")
     if comparison.skipped:
         lines += ["", "Skipped (no metrics.json: failed, pruned or unfinished): "
                   + ", ".join(f"`{p}`" for p in comparison.skipped)]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def write_comparison(comparison: Comparison, out: Path) -> dict[str, Path]:

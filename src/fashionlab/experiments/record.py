@@ -15,7 +15,13 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from fashionlab.errors import ConfigError
-from fashionlab.experiments.compare import Comparison, load_comparison, markdown_table, write_comparison
+from fashionlab.experiments.compare import (
+    Comparison,
+    load_comparison,
+    markdown_table,
+    run_listing,
+    write_comparison,
+)
 from fashionlab.experiments.runs import METRICS_FILE, Run
 from fashionlab.training.reporting import environment_info, git_info
 
@@ -173,13 +179,7 @@ def readme(name: str, title: str | None, comparison: Comparison, given_commands:
         lines += ["## Figures", ""]
         lines += [f"![{f.stem}](figures/{f.name})" for f in figures]
         lines.append("")
-    lines += ["## Runs", ""]
-    for label, run in zip(comparison.table["run"], comparison.runs, strict=True):
-        evaluated = f", evaluation `{run.eval_dir}`" if run.eval_dir else ""
-        lines.append(f"- `{label}`: `{run.path}`{evaluated}")
-    if comparison.skipped:
-        lines += ["", "Skipped (no metrics.json: failed, pruned or unfinished): "
-                  + ", ".join(f"`{p}`" for p in comparison.skipped)]
+    lines += ["## Runs", "", *run_listing(comparison)]
     return "\n".join(lines) + "\n"
 
 
