@@ -26,5 +26,9 @@ def multirun_group() -> str | None:
 
 
 def register() -> None:
-    if not OmegaConf.has_resolver("fl_multirun_group"):
-        OmegaConf.register_new_resolver("fl_multirun_group", multirun_group)
+    """Register every resolver the configs use (before Hydra composes them)."""
+    from fashionlab.rundir import RESOLVERS
+
+    for name, resolver in {"fl_multirun_group": multirun_group, **RESOLVERS}.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)

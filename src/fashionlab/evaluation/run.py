@@ -40,9 +40,9 @@ from fashionlab.retrieval.metrics import (
     relevance,
     relevant_counts,
 )
+from fashionlab.rundir import check_run_folder, unique_stamp
 from fashionlab.training.reporting import git_info
 from fashionlab.training.run import resolved_config
-from fashionlab.training.rundir import check_run_folder, unique_stamp
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fashionlab.errors import ConfigError
 from fashionlab.models.checkpoint import read_checkpoint
-from fashionlab.training.rundir import checkpoint_run_dir
+from fashionlab.rundir import checkpoint_run_dir
 
 log = logging.getLogger(__name__)
 

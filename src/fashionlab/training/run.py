@@ -19,6 +19,7 @@ from fashionlab.data.datamodule import MultiTaskDataModule
 from fashionlab.errors import ConfigError
 from fashionlab.models.backbones import create_backbone, resolve_backbone_config, resolve_image_size
 from fashionlab.models.multitask import MultiTaskNet
+from fashionlab.rundir import check_run_folder
 from fashionlab.training.callbacks import FreezeThenUnfreeze, ResumeState
 from fashionlab.training.checkpoint_io import AtomicCheckpointIO
 from fashionlab.training.losses import MultiTaskLoss
@@ -33,7 +34,6 @@ from fashionlab.training.reporting import (
     write_task_tables,
 )
 from fashionlab.training.resume import begin_resume, keep_csv_history, record_resume
-from fashionlab.training.rundir import check_run_folder
 
 log = logging.getLogger(__name__)
 

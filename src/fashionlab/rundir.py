@@ -1,6 +1,7 @@
 """Run folders: unique names, the folder a resumed run continues in, and refusal of used folders.
 
-Registers the OmegaConf resolvers that `conf/hydra/default.yaml` uses (on import):
+Defines the OmegaConf resolvers that `conf/hydra/default.yaml` uses (registered by
+`fashionlab.resolvers.register` when `fashionlab` is imported):
 `fl_run_dir` (a new `<date>_<time>_<6 hex>` folder, or a checkpoint's own run folder when
 `ckpt_path` is set), `fl_new_dir` (a new folder under a base, e.g. a multirun's sweep folder)
 and `fl_hydra_subdir` (`.hydra`, or null when the folder already has a `.hydra/config.yaml`, so
@@ -12,8 +13,6 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 from pathlib import Path
-
-from omegaconf import OmegaConf
 
 from fashionlab.errors import ConfigError
 
@@ -83,7 +82,4 @@ def check_run_folder(run_dir: Path, resuming: bool = False, kind: str = "run") -
             f"hydra.run.dir (or leave it unset for a new folder){hint}")
 
 
-for _name, _fn in (("fl_run_dir", run_dir_for), ("fl_new_dir", new_dir),
-                   ("fl_hydra_subdir", hydra_subdir)):
-    if not OmegaConf.has_resolver(_name):
-        OmegaConf.register_new_resolver(_name, _fn)
+RESOLVERS = {"fl_run_dir": run_dir_for, "fl_new_dir": new_dir, "fl_hydra_subdir": hydra_subdir}
