@@ -65,6 +65,12 @@ def test_evaluate_bad_value_is_one_line(tiny_run, tmp_path):
     assert_one_line_error(proc, "retrieval.within_label='nosuch'")
 
 
+def test_evaluate_unknown_split_is_one_line(tiny_run, tmp_path):
+    proc = run_script("evaluate.py", f"ckpt_path={tiny_run / 'checkpoints' / 'best.ckpt'}",
+                      "query=nosuch", f"hydra.run.dir={tmp_path}", "progress=false", timeout=300)
+    assert_one_line_error(proc, "query='nosuch'", "train, val, test")
+
+
 def test_sweep_bad_value_is_one_line(tmp_path):
     proc = run_script("sweep.py", "sweep.pruner=nosuch", f"hydra.run.dir={tmp_path}", timeout=300)
     assert_one_line_error(proc, "sweep.pruner='nosuch'")

@@ -45,6 +45,7 @@ from fashionlab.training.reporting import git_info
 from fashionlab.training.run import resolved_config
 
 log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
 
 
 def eval_dir_for(ckpt_path: str, log_dir: str, stamp: str | None = None) -> str:
@@ -243,6 +244,9 @@ def example_grid(cfg: DictConfig, tasks: list[TaskSpec], gallery: SplitEmbedding
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run the whole evaluation described by `conf/evaluate.yaml`; returns the report."""
     started = time.perf_counter()
+    for key in ("gallery", "query"):
+        if cfg[key] not in SPLITS:
+            raise ConfigError(f"{key}={cfg[key]!r}: expected one of {', '.join(SPLITS)}")
     out = Path(cfg.paths.output_dir)
     check_run_folder(out, kind="evaluation")
     out.mkdir(parents=True, exist_ok=True)
