@@ -1,8 +1,9 @@
 """Test-only Lightning callback: SIGKILL the training process at a chosen global step.
 
-Used through the config (`+callbacks.kill._target_=kill_switch.KillAtStep`, with tests/ on
-PYTHONPATH); it acts only when FASHIONLAB_TEST_KILL_AT_STEP is set, so the resumed run, whose
-config comes from the checkpoint, builds the same callback and is not killed again.
+Run as `python tests/kill_switch.py train.py <overrides>`: it adds the callback to every run
+(outside the config, so a checkpoint's config stays within the loading allow-list) and runs
+train.py; the callback acts only when FASHIONLAB_TEST_KILL_AT_STEP is set, so the resumed run is
+not killed again.
 """
 
 from __future__ import annotations
@@ -20,3 +21,20 @@ class KillAtStep(Callback):
         step = os.environ.get(ENV)
         if step is not None and trainer.global_step == int(step):
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    import runpy
+    import sys
+
+    from fashionlab.training import run as training_run
+
+    configured = training_run.build_callbacks
+
+    def build_callbacks(cfg, has_logger):
+        return [*configured(cfg, has_logger), KillAtStep()]
+
+    training_run.build_callbacks = build_callbacks
+    script = sys.argv.pop(1)
+    sys.argv[0] = script
+    runpy.run_path(script, run_name="__main__")

@@ -37,7 +37,9 @@ def script_env(**extra: str) -> dict[str, str]:
 
 
 def train_script(*args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=script_env(**env),
+    """train.py through tests/kill_switch.py (a KillAtStep callback added, armed by KILL_ENV)."""
+    return subprocess.run([sys.executable, str(TESTS / "kill_switch.py"), "train.py", *args], cwd=ROOT,
+                          env=script_env(**env),
                           capture_output=True, text=True, timeout=900)
 
 
@@ -57,8 +59,7 @@ def test_kill_mid_epoch_and_resume_matches_uninterrupted_run(fmnist_dir, tmp_pat
     common = [o for o in tiny_overrides(fmnist_dir, tmp_path)
               if not o.startswith(("hydra.", "logger=", "trainer.num_sanity_val_steps="))]
     common += ["trainer.max_epochs=3", "trainer.num_sanity_val_steps=2", "training.freeze_epochs=0",
-               "data.image_size=32", "backbone.drop_rate=0.3", "optimizer.lr=5e-3",
-               "+callbacks.kill._target_=kill_switch.KillAtStep"]
+               "data.image_size=32", "backbone.drop_rate=0.3", "optimizer.lr=5e-3"]
     reference = tmp_path / "reference"
     done = train_script(*common, "logger=none", f"hydra.run.dir={reference}")
     assert done.returncode == 0, done.stderr[-3000:]

@@ -305,3 +305,11 @@ def test_train_refuses_a_resume_url(fmnist_dir, tmp_path):
         cfg = compose_config("train", [*tiny_overrides(fmnist_dir, run_dir), f"ckpt_path={value}"])
         with pytest.raises(FashionlabError, match="ckpt_path"):
             train(cfg)
+
+
+def test_resume_refuses_hostile_checkpoint(hostile_ckpt, made):
+    """train.py ckpt_path=... resumes with the checkpoint's own config: it is checked first."""
+    proc = run_script("train.py", f"ckpt_path={hostile_ckpt}", "logger=none", timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "optimizer._target_" in proc.stderr and "os.makedirs" in proc.stderr
+    assert not made.exists()

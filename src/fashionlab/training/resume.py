@@ -21,6 +21,7 @@ from hydra.core.override_parser.types import OverrideType
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
+from fashionlab.config_safety import check_targets
 from fashionlab.errors import ConfigError
 from fashionlab.models.checkpoint import read_checkpoint
 from fashionlab.rundir import checkpoint_run_dir
@@ -82,6 +83,9 @@ class Resume:
 def begin_resume(cfg: DictConfig) -> tuple[DictConfig, Resume]:
     """Read the checkpoint once: the resumed run's config and its Resume record."""
     checkpoint = read_checkpoint(str(cfg.ckpt_path))
+    # The resumed run builds from the checkpoint's config: the same allow-list as loading.
+    check_targets(checkpoint["hyper_parameters"]["config"], str(cfg.ckpt_path),
+                  key="hyper_parameters.config")
     merged = resume_config(cfg, checkpoint)
     changed = resume_changes(checkpoint["hyper_parameters"]["config"], merged)
     return merged, Resume(str(cfg.ckpt_path), int(checkpoint.get("global_step", 0)), changed)
