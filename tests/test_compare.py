@@ -200,3 +200,14 @@ def test_record_two_tiny_runs(real_multirun, tmp_path, capsys):
     table = pd.read_csv(tmp_path / "tiny" / "comparison.csv")
     assert len(table) == 2 and table["num_parameters"].gt(1_000_000).all()
     assert not list((tmp_path / "tiny").rglob("*.ckpt"))
+
+
+def test_record_keeps_a_sweeps_best_yaml_and_trials(multirun, tmp_path):
+    (multirun / "trials.csv").write_text("number,state,value\n0,COMPLETE,0.5\n1,PRUNED,0.1\n2,COMPLETE,0.7\n")
+    (multirun / "best.yaml").write_text("# @package _global_\noptimizer:\n  lr: 0.01\n")
+    out = record("sweep", [multirun], root=tmp_path / "experiments")
+    text = (out / "README.md").read_text()
+    assert (out / f"{multirun.name}_best.yaml").read_text() == (multirun / "best.yaml").read_text()
+    assert (out / f"{multirun.name}_trials.csv").is_file()
+    assert "## Sweeps" in text and "- 3 trials: 2 complete, 1 pruned" in text
+    assert "```yaml\n# @package _global_\noptimizer:\n  lr: 0.01\n```" in text

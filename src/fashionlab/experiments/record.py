@@ -152,9 +152,36 @@ def copy_figures(comparison: Comparison, given: Sequence[Path], out: Path) -> li
     return copied
 
 
+SWEEP_FILES = ("best.yaml", "trials.csv")
+
+
+def copy_sweep_files(given: Sequence[Path], out: Path) -> list[str]:
+    """best.yaml and trials.csv of each sweep folder given (as `<sweep>_best.yaml`, ...), and the
+    README lines that describe them: trial states and the best trial."""
+    import pandas as pd
+
+    lines: list[str] = []
+    for folder in (Path(g).expanduser() for g in given):
+        if not (folder / "trials.csv").is_file():
+            continue
+        copied = []
+        for file in SWEEP_FILES:
+            if (folder / file).is_file():
+                copied.append(Path(shutil.copyfile(folder / file, out / f"{folder.name}_{file}")))
+        trials = pd.read_csv(folder / "trials.csv")
+        states = trials["state"].value_counts().to_dict() if "state" in trials else {}
+        lines += [f"### Sweep `{folder.name}`", "",
+                  f"- {len(trials)} trials: " + ", ".join(f"{n} {s.lower()}" for s, n in states.items()),
+                  *[f"- [{p.name}]({p.name})" for p in copied], ""]
+        best_yaml = folder / "best.yaml"
+        if best_yaml.is_file():
+            lines += ["Best trial (`best.yaml`):", "", "```yaml", best_yaml.read_text().strip(), "```", ""]
+    return ["## Sweeps", "", *lines] if lines else []
+
+
 def readme(name: str, title: str | None, comparison: Comparison, given_commands: Sequence[str],
            commands: Sequence[str], argv: Sequence[str], repo_dir: Path, figures: Sequence[Path],
-           notes: str | None) -> str:
+           notes: str | None, sweep_lines: Sequence[str] = ()) -> str:
     """The experiment's README.md."""
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"# {title or name}", "",
@@ -175,6 +202,7 @@ def readme(name: str, title: str | None, comparison: Comparison, given_commands:
         lines += [f"Sorted by `{comparison.monitor}` ({direction} first); leading columns: the config keys "
                   "that differ between the runs. All numbers: comparison.csv.", ""]
     lines += [markdown_table(comparison), "", "![comparison](comparison.png)", ""]
+    lines += sweep_lines
     if figures:
         lines += ["## Figures", ""]
         lines += [f"![{f.stem}](figures/{f.name})" for f in figures]
@@ -204,7 +232,8 @@ def record(name: str, runs: Sequence[str | Path], commands: Sequence[str] = (), 
         shutil.rmtree(out / "figures", ignore_errors=True)
     write_comparison(comparison, out)
     figures = copy_figures(comparison, given, out)
+    sweep_lines = copy_sweep_files(given, out)
     text = readme(name, title, comparison, commands, run_commands(given, comparison.runs), argv,
-                  out.resolve().parent, figures, notes)
+                  out.resolve().parent, figures, notes, sweep_lines)
     (out / "README.md").write_text(text)
     return out
