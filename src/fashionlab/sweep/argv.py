@@ -67,3 +67,23 @@ def split_argv(args: Sequence[str]) -> tuple[list[str], list[str]]:
         else:
             train.append(arg)
     return sweep, train
+
+
+def hide_storage_password(args: Sequence[str]) -> tuple[list[str], str | None]:
+    """(`args` with the password of `sweep.storage=URL` shown as `***`, the URL with it or None).
+
+    Hydra writes the command line into the sweep folder (.hydra/overrides.yaml, hydra.yaml,
+    config.yaml): sweep.py gives Hydra the hidden URL and puts the real one into the config after.
+    """
+    from fashionlab.sweep.study import redact
+
+    hidden, url = [], None
+    for arg in args:
+        if "=" in arg and override_key(arg) == "sweep.storage":
+            prefix, value = arg.split("=", 1)
+            if redact(value) != value:
+                quoted = len(value) > 1 and value[0] == value[-1] and value[0] in "'\""
+                url = value[1:-1] if quoted else value
+                arg = f"{prefix}={redact(value)}"
+        hidden.append(arg)
+    return hidden, url

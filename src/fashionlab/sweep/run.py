@@ -14,26 +14,31 @@ import optuna
 from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.trial import TrialState
 
+from fashionlab.sweep.faults import heartbeat, requeue_interrupted, tell_result
 from fashionlab.sweep.objective import Objective, check_train_overrides, train_overrides
 from fashionlab.sweep.report import summary, write_report
 from fashionlab.sweep.space import check_space
-from fashionlab.sweep.study import claim_trial, heartbeat, open_study, quiet_experimental, storage_url
+from fashionlab.sweep.study import WAIT, claim_trial, open_study, redact, scrub_password, storage_url
 
 log = logging.getLogger(__name__)
 
 
-def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) -> TrialState:
+def run_trial(study: optuna.Study, storage: optuna.storages.RDBStorage, trial: optuna.Trial,
+              objective: Objective, max_retry: int | None = 1) -> TrialState:
     """Run one trial and record its outcome: COMPLETE with the metric, PRUNED, or FAIL — a trial
-    that raises (out of memory, NaN loss, a bad combination) fails and the sweep goes on."""
+    that raises (out of memory, NaN loss, a bad combination) fails and the sweep goes on.
+    An interrupted trial (Ctrl-C) fails and is queued to run again, then the interrupt goes on."""
     try:
         value = objective(trial)
     except optuna.TrialPruned:
         state, value = TrialState.PRUNED, None
-    except Exception:
+    except Exception as error:
         log.exception("trial %d failed", trial.number)
+        if "error" not in trial.user_attrs:
+            trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:4000])
         state, value = TrialState.FAIL, None
     except BaseException:
-        study.tell(trial, state=TrialState.FAIL)
+        requeue_interrupted(study, storage, trial, max_retry)
         raise
     else:
         state = TrialState.COMPLETE
@@ -41,7 +46,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) ->
             trial.set_user_attr("error", f"metric is {value}")
             log.warning("trial %d failed: metric is %s", trial.number, value)
             state, value = TrialState.FAIL, None
-    study.tell(trial, value, state=state)
+    state = tell_result(study, storage, trial, value, state)
     gc.collect()
     return state
 
@@ -61,8 +66,9 @@ def record_train_overrides(study: optuna.Study, overrides: list[str], sweep_dir:
 
 
 def run_sweep(cfg: DictConfig) -> dict[str, Any]:
-    """Run trials until the study holds `sweep.n_trials` (all workers together) or `sweep.timeout`
-    seconds pass; write best.yaml, trials.csv and plots into the sweep folder; return a summary.
+    """Run trials until `sweep.n_trials` have finished (all workers together; see
+    `counts_toward_budget`) or `sweep.timeout` seconds pass; write best.yaml, trials.csv and plots
+    into the sweep folder; return a summary.
 
     Every trial trains with `sweep.train_overrides` (sweep.py's command line) plus its sampled values.
     """
@@ -78,22 +84,31 @@ def run_sweep(cfg: DictConfig) -> dict[str, Any]:
         sweep.direction = sweep.direction or (
             "maximize" if base_cfg.training.monitor_mode == "max" else "minimize")
 
+    url = storage_url(sweep, sweep_dir)
+    scrub_password(url, sweep_dir)
     study, storage = open_study(sweep, sweep_dir)
-    log.info("study %r in %s; sweep folder %s", study.study_name, storage_url(sweep, sweep_dir), sweep_dir)
+    log.info("study %r in %s; sweep folder %s", study.study_name, redact(url), sweep_dir)
     record_train_overrides(study, overrides, sweep_dir)
     objective = Objective(sweep, space, base_cfg, conf_dir, sweep_dir)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.monotonic()
     timeout = float(sweep.timeout) if sweep.get("timeout") else None
+    max_retry = sweep.get("max_retry", 1)
+    waiting = False
     while timeout is None or time.monotonic() - started < timeout:
-        if storage.get_heartbeat_interval():
-            with quiet_experimental():
-                optuna.storages.fail_stale_trials(study)  # trials of dead workers: FAIL, then re-queued
         trial = claim_trial(study, storage, int(sweep.n_trials))
         if trial is None:
             break
+        if trial == WAIT:
+            if not waiting:
+                log.info("all %d trials claimed: waiting for the running ones (a dead worker's trial is "
+                         "failed after the grace period and runs again here)", int(sweep.n_trials))
+            waiting = True
+            time.sleep(storage.get_heartbeat_interval() or 1)
+            continue
+        waiting = False
         with heartbeat(storage, trial):
-            run_trial(study, trial, objective)
+            run_trial(study, storage, trial, objective, max_retry)
 
     write_report(study, base_cfg, str(sweep.metric), sweep_dir, overrides)
     result = dict(summary(study))

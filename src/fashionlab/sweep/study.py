@@ -4,27 +4,30 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
-import os
-import socket
-import threading
+import re
 import time
 import warnings
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 import sqlalchemy.exc
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
+from sqlalchemy.engine import make_url
 
 from fashionlab.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 PRUNERS = ("median", "hyperband", "none")
+# claim_trial's answer when the budget is taken but other workers' trials still run (one may be dead)
+WAIT: Literal["wait"] = "wait"
+# Seed stride between workers that join a study holding the same number of trials.
+WORKER_SEED_STRIDE = 1_000_003
 
 
 @contextlib.contextmanager
@@ -33,6 +36,30 @@ def quiet_experimental() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         yield
+
+
+def redact(url: str) -> str:
+    """`url` with its password, if any, shown as `***` (for logs, messages and saved configs)."""
+    try:
+        parsed = make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        return re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", url)
+    return url if parsed.password is None else parsed.render_as_string(hide_password=True)
+
+
+def scrub_password(url: str, folder: Path) -> None:
+    """Replace the password of `url` in the saved Hydra configs of `folder` (a password written
+    into a config file rather than given on the command line or through the environment)."""
+    try:
+        password = make_url(url).password
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        return
+    if not password:
+        return
+    for path in (folder / ".hydra").glob("*.yaml"):
+        text = path.read_text()
+        if password in text:
+            path.write_text(text.replace(password, "***"))
 
 
 def storage_url(sweep: DictConfig, sweep_dir: Path) -> str:
@@ -56,12 +83,15 @@ def open_storage(sweep: DictConfig, url: str, attempts: int = 5) -> optuna.stora
     """
     interval = sweep.get("heartbeat_interval")
     kwargs: dict[str, Any] = {}
+    if not url.startswith("sqlite"):  # a server that dropped idle connections: test them before use
+        kwargs["engine_kwargs"] = {"pool_pre_ping": True}
     if interval:
-        kwargs = {
+        with quiet_experimental():
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=sweep.get("max_retry", 1))
+        kwargs |= {
             "heartbeat_interval": int(interval),
             "grace_period": int(sweep.grace_period) if sweep.get("grace_period") else None,
-            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=sweep.get("max_retry", 1)),
+            "heartbeat_stale_trial_callback": retry,
         }
     for attempt in range(1, attempts + 1):
         try:
@@ -70,7 +100,7 @@ def open_storage(sweep: DictConfig, url: str, attempts: int = 5) -> optuna.stora
         except sqlalchemy.exc.DBAPIError as error:
             if attempt == attempts:
                 raise
-            log.warning("opening %s failed (%s); retrying", url.split("@")[-1], error.orig)
+            log.warning("opening %s failed (%s); retrying", redact(url), error.orig)
             time.sleep(0.5 * attempt)
     raise AssertionError("unreachable")
 
@@ -102,10 +132,10 @@ def open_study(sweep: DictConfig, sweep_dir: Path) -> tuple[optuna.Study, optuna
     exists = name in optuna.study.get_all_study_names(storage)
     if not shared and exists and not sweep.resume:
         raise ConfigError(
-            f"study {name!r} already exists in {url}: pass sweep.resume=true to continue it "
+            f"study {name!r} already exists in {redact(url)}: pass sweep.resume=true to continue it "
             f"or choose a new sweep.study_name")
     if not shared and not exists and sweep.resume:
-        raise ConfigError(f"sweep.resume=true but there is no study {name!r} in {url} to resume")
+        raise ConfigError(f"sweep.resume=true but there is no study {name!r} in {redact(url)} to resume")
     if str(sweep.direction) not in ("maximize", "minimize"):
         raise ConfigError(f"sweep.direction={sweep.direction!r} must be maximize or minimize")
     study = optuna.create_study(
@@ -115,24 +145,33 @@ def open_study(sweep: DictConfig, sweep_dir: Path) -> tuple[optuna.Study, optuna
         pruner=make_pruner(sweep),
         load_if_exists=True,
     )
-    study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(sweep.get("seed"), study, shared))
+    seed = sweep.get("seed")
+    seed = None if seed is None else worker_seed(int(seed), study, storage)
+    study.sampler = optuna.samplers.TPESampler(seed=seed)
     return study, storage
 
 
-def sampler_seed(seed: int | None, study: optuna.Study, shared: bool) -> int | None:
-    """TPE seed: `sweep.seed` offset by the trials already in the study, so a resumed sweep does
-    not repeat its first samples; on shared storage also by host and process, so that workers
-    started together do not sample the same parameters."""
-    if seed is None:
-        return None
-    offset = len(study.get_trials(deepcopy=False))
-    if shared:
-        offset += zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())
-    return (int(seed) + offset) % 2**32
+
+def worker_seed(seed: int, study: optuna.Study, storage: optuna.storages.RDBStorage) -> int:
+    """TPE seed of this worker: `sweep.seed` offset by the trials already in the study (a resumed
+    sweep does not repeat its first samples) and by the workers that joined before it at the same
+    trial count (workers started together, on a server or one SQLite file, draw different
+    parameters). A single worker on a new study gets `sweep.seed` itself."""
+    with study_lock(study, storage):
+        n_trials = len(study.get_trials(deepcopy=False))
+        study_id = storage.get_study_id_from_name(study.study_name)
+        joins = json.loads(storage.get_study_system_attrs(study_id).get("fashionlab:worker_joins", "{}"))
+        index = joins.get(str(n_trials), 0)
+        joins[str(n_trials)] = index + 1
+        storage.set_study_system_attr(study_id, "fashionlab:worker_joins", json.dumps(joins))
+    if index:
+        log.info("worker %d to join study %r at %d trials: sampler seed offset by %d",
+                 index + 1, study.study_name, n_trials, index * WORKER_SEED_STRIDE)
+    return (seed + n_trials + index * WORKER_SEED_STRIDE) % 2**32
 
 
 @contextlib.contextmanager
-def _study_lock(study: optuna.Study, storage: optuna.storages.RDBStorage) -> Iterator[None]:
+def study_lock(study: optuna.Study, storage: optuna.storages.RDBStorage) -> Iterator[None]:
     """Serialise budget checks across workers: a PostgreSQL advisory lock, or a file lock for SQLite."""
     url = storage.url
     if url.startswith("postgresql"):
@@ -159,39 +198,41 @@ def _study_lock(study: optuna.Study, storage: optuna.storages.RDBStorage) -> Ite
         yield
 
 
+def counts_toward_budget(trial: optuna.trial.FrozenTrial) -> bool:
+    """Finished trials count: complete, pruned, and failed by their own error (bad parameters, a
+    NaN metric: recorded in the `error` attribute). A trial lost with its worker (killed, stale
+    heartbeat, Ctrl-C) does not; its parameters run again as a new trial, which counts."""
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return trial.state == TrialState.FAIL and "error" in trial.user_attrs
+
+
 def claim_trial(study: optuna.Study, storage: optuna.storages.RDBStorage,
-                n_trials: int) -> optuna.Trial | None:
-    """A trial to run — a queued one, or a new one while the study (all workers, all states)
-    holds fewer than `n_trials` — or None when the budget is spent.
+                n_trials: int) -> optuna.Trial | Literal["wait"] | None:
+    """A trial to run — a queued one (e.g. a lost trial's retry), or a new one while finished plus
+    running trials are fewer than `n_trials` — WAIT while other workers' running trials may still
+    be needed (one may belong to a dead worker: with heartbeats it is failed and queued again once
+    stale), or None when `n_trials` trials have finished.
 
-    The check and `study.ask()` happen under a lock, so N workers never exceed the budget.
+    Failing stale trials, the count and `study.ask()` happen under a lock, so N workers never
+    exceed the budget.
     """
-    with _study_lock(study, storage):
+    with study_lock(study, storage), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        heartbeats = bool(storage.get_heartbeat_interval())
+        if heartbeats:
+            with quiet_experimental():
+                optuna.storages.fail_stale_trials(study)  # dead workers' trials: FAIL, then queued
         trials = study.get_trials(deepcopy=False)
-        if len(trials) >= n_trials and not any(t.state == TrialState.WAITING for t in trials):
-            return None
-        return study.ask()
-
-
-@contextlib.contextmanager
-def heartbeat(storage: optuna.storages.RDBStorage, trial: optuna.Trial) -> Iterator[None]:
-    """Record the trial's heartbeat every `heartbeat_interval` seconds while it runs."""
-    interval = storage.get_heartbeat_interval()
-    if not interval:
-        yield
-        return
-    stop = threading.Event()
-
-    def beat() -> None:
-        while True:
-            storage.record_heartbeat(trial._trial_id)
-            if stop.wait(interval):
-                return
-
-    thread = threading.Thread(target=beat, name=f"heartbeat-trial-{trial.number}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+        if any(t.state == TrialState.WAITING for t in trials):
+            return study.ask()
+        done = sum(counts_toward_budget(t) for t in trials)
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        if done + running < n_trials:
+            return study.ask()
+        if done < n_trials and running and heartbeats:
+            return WAIT
+        if done < n_trials:
+            log.warning("%d trial(s) still RUNNING and no heartbeats (sweep.heartbeat_interval=null): "
+                        "if their worker died they are not run again", running)
+        return None
