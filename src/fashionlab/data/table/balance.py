@@ -190,8 +190,16 @@ def handle_rare(table: ImageTable, cfg: BalanceConfig, task: str | None
             rare[name] = handled
             log.info("%s: %d class(es) under %d images (rare=%s): %s", name, len(handled),
                      cfg.min_count, cfg.rare, ", ".join(f"{k}={v}" for k, v in handled.items()))
+    if task is not None and task not in counts:
+        counts[task] = class_counts(frame[task])
     table = table.with_frame(frame)
     return table, {"counts": counts, "rare": rare, "dropped": listed - len(table)}
+
+
+def class_counts(labels: pd.Series) -> dict[str, int]:
+    """Images per class of a label column (multilabel: each image counts for each of its classes)."""
+    names = [c for v in labels if v is not None for c in ([v] if isinstance(v, str) else v)]
+    return {str(c): int(n) for c, n in pd.Series(names, dtype=object).value_counts().items()}
 
 
 def _check_merge(table: ImageTable, task: str, other: str) -> None:
