@@ -17,7 +17,6 @@ from fixtures_readers import (
 )
 
 from fashionlab.data.celeba_style import (
-    balance_styles,
     celeba_style_table,
     derive_styles,
     read_celeba_attributes,
@@ -30,7 +29,9 @@ from fashionlab.data.deepfashion import (
     read_category_cloth,
     read_category_img,
 )
-from fashionlab.data.fashion_products import products_table, rare_classes, read_styles_csv
+from fashionlab.data.fashion_products import products_table, read_styles_csv
+from fashionlab.data.table.balance import rare_classes
+from fashionlab.data.table.cap import cap_labels as balance_styles
 from fashionlab.errors import ConfigError, DataFormatError, DataNotFoundError
 
 FOUR = ["masterCategory", "subCategory", "baseColour", "gender"]
@@ -122,8 +123,9 @@ def test_products_missing_image_as_error(products):
                                                              ("drop", 1, "gone")])
 def test_products_rare_classes(products, action, rows_lost, label):
     root, expected = products
-    table, report = products_table(root, ["masterCategory"], rare={"min_count": 2, "action": action})
-    assert report["rare_classes"] == {"masterCategory": {"Free Items": 1}}
+    table, _ = products_table(root, ["masterCategory"])
+    table, handled = rare_classes(table, "masterCategory", 2, action)  # the data.balance step
+    assert handled == {"Free Items": 1}
     assert len(table) == expected["rows"] - 1 - rows_lost
     if label != "gone":
         value = table.set_index("id").loc[PRODUCT_RARE_ID, "masterCategory"]
@@ -133,7 +135,7 @@ def test_products_rare_classes(products, action, rows_lost, label):
 
 
 def test_rare_classes_unknown_action():
-    with pytest.raises(ConfigError, match=r"data\.rare_classes\.action"):
+    with pytest.raises(ConfigError, match=r"data\.balance\.rare"):
         rare_classes(pd.DataFrame({"a": ["x", "y", "y"]}), "a", 2, "fold")
 
 
@@ -304,7 +306,7 @@ def test_celeba_balancing(celeba):
 
 def test_celeba_style_table(celeba):
     root, _ = celeba
-    table, report = celeba_style_table(root, STYLE_RULES, max_per_style=None)
+    table, report = celeba_style_table(root, STYLE_RULES)
     assert list(table.columns) == ["path", "split", "id", "source", "style"]
     row = table.set_index("id").loc["000001.jpg"]
     assert row["style"] == ["formal"] and row["split"] == "train"
@@ -312,7 +314,7 @@ def test_celeba_style_table(celeba):
     assert row["source"] == "list_attr_celeba.txt:3"
     assert table.set_index("id").loc["000011.jpg", "style"] == ["intellectual", "casual"]
     assert table.set_index("id").loc["000015.jpg", "style"] == ["casual"]
-    assert len(table) == report["images_after"]
+    assert len(table) == report["images"] == 60
 
 
 def test_celeba_errors(tmp_path):

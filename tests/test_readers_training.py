@@ -64,13 +64,14 @@ def celeba_root(tmp_path_factory):
 
 def test_fashion_products_fast_dev_run(compose_cfg, products_root, tmp_path):
     cfg = compose_cfg([*fast_overrides("fashion_products", products_root, tmp_path),
-                       "data.rare_classes.min_count=2", "data.on_bad_image=skip"])
+                       "data.balance.min_count=2", "data.on_bad_image=skip"])
     metrics = train(cfg)
     assert metrics["data_recovered_rows"] == 2 and metrics["data_missing_images"] == 1
     assert metrics["data_skipped_images"] == 1
     report = json.loads((tmp_path / "read_report.json").read_text())
     assert report["missing_images"] == [str(PRODUCT_MISSING_IMAGE_ID)]
-    assert report["rare_classes"]["masterCategory"] == {"Free Items": 1}
+    balance = json.loads((tmp_path / "balance.json").read_text())
+    assert balance["rare_classes"]["masterCategory"] == {"Free Items": 1}
     skipped = pd.read_csv(tmp_path / "skipped_images.csv")
     assert skipped["path"].str.endswith(f"{PRODUCT_CORRUPT_ID}.jpg").tolist() == [True]
     assert skipped["source"].str.startswith("styles.csv:").all()
@@ -98,7 +99,7 @@ def test_fashion_products_unknown_task_names_the_key(compose_cfg, products_root,
 def test_fashion_products_parent_task_from_parent_of(compose_cfg, products_root, tmp_path):
     cfg = compose_cfg([
         *fast_overrides("fashion_products", products_root, tmp_path), "data.on_bad_image=skip",
-        "data.rare_classes.min_count=0", "~data.tasks.baseColour", "~data.tasks.gender",
+        "data.balance.min_count=0", "~data.tasks.baseColour", "~data.tasks.gender",
         "~data.tasks.masterCategory", "data.main_task=subCategory", "data.split_by=subCategory",
         "+data.tasks.subCategory.parent=kind",
         "+data.tasks.subCategory.parent_of={Topwear: clothes, Bottomwear: clothes, Watches: other, "
@@ -137,7 +138,7 @@ def test_celeba_style_fast_dev_run(compose_cfg, celeba_root, tmp_path):
     cfg = compose_cfg([*fast_overrides("celeba_style", celeba_root, tmp_path)])
     metrics = train(cfg)
     assert {"test/style/acc", "test/style/f1_macro"} <= set(metrics)
-    report = json.loads((tmp_path / "read_report.json").read_text())
+    report = json.loads((tmp_path / "balance.json").read_text())["cap"]
     assert max(report["positives_after"].values()) <= min(report["positives_before"].values())
     datamodule = instantiate(cfg.data, _recursive_=False)
     assert datamodule.tasks[0].classes == ("formal", "casual", "intellectual")
@@ -170,7 +171,7 @@ def test_named_experiments_compose(name, compose_cfg, tmp_path):
         assert type(datamodule).__name__ == expected[1]
     if name == "deepfashion_xception":
         assert list(cfg.data.body_parts) == ["upper", "full"]
-        assert (cfg.data.balance.min_count, cfg.data.balance.max_count) == (2000, 7000)
+        assert (cfg.data.balance.min_count, cfg.data.balance.max_per_class) == (2000, 7000)
         assert len(cfg.model.head.hidden_dims) == 2  # + the output layer: three dense layers
     if name == "products_multitask_resnet50":
         assert set(cfg.data.tasks) == {"masterCategory", "subCategory", "baseColour", "gender"}

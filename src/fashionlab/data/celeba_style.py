@@ -16,9 +16,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fashionlab.data.counted_list import check_count, iter_rows, open_text, read_count_and_header
+from fashionlab.data.counted_list import (
+    check_count,
+    check_unique_names,
+    iter_rows,
+    open_text,
+    read_count_and_header,
+)
 from fashionlab.data.image_table import ImageTableDataModule
-from fashionlab.data.reader_utils import find_file, write_read_report
+from fashionlab.data.reader_utils import find_file
 from fashionlab.errors import ConfigError, DataFormatError
 
 log = logging.getLogger(__name__)
@@ -53,18 +59,17 @@ def read_celeba_attributes(path: str | Path) -> pd.DataFrame:
         rows.append(values)
         numbers.append(number)
     check_count(path, declared, len(images))
+    check_unique_names(path, images, numbers)
     matrix = np.array(rows, dtype=np.int8).reshape(len(images), len(names))
     table = pd.DataFrame(matrix, columns=names, index=pd.Index(images, name="image"))
     table.attrs["lines"] = numbers
-    if table.index.duplicated().any():
-        raise DataFormatError(f"{path}: image {table.index[table.index.duplicated()][0]} is listed twice")
     return table
 
 
 def read_celeba_partition(path: str | Path) -> pd.Series:
     """Split name (train/val/test) per image name, from the 0 / 1 / 2 codes."""
     path = open_text(path)
-    images, splits = [], []
+    images, splits, numbers = [], [], []
     with open(path, encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, start=1):
             fields = line.split()
@@ -74,6 +79,8 @@ def read_celeba_partition(path: str | Path) -> pd.Series:
                 raise DataFormatError(f"{path}:{number}: expected '<image> 0|1|2', got {line.strip()[:80]!r}")
             images.append(fields[0])
             splits.append(PARTITION_SPLITS[fields[1]])
+            numbers.append(number)
+    check_unique_names(path, images, numbers)
     return pd.Series(splits, index=pd.Index(images, name="image"), name="split")
 
 
@@ -113,60 +120,14 @@ def derive_styles(attributes: pd.DataFrame, rules: Mapping[str, Mapping[str, Any
     return pd.DataFrame(out, index=attributes.index)
 
 
-def balance_styles(styles: pd.DataFrame, max_per_style: int | str | None, unlabelled: int | float,
-                   seed: int) -> tuple[np.ndarray, dict[str, Any]]:
-    """Row positions to keep so that no style has more than `max_per_style` positives.
-
-    `max_per_style`: an int, "min" (the rarest style's count) or None (keep all). Styles are
-    filled rarest first from a seeded shuffle, an image counting for every style it has; an image
-    is taken only while none of its styles is full. `unlabelled`: images with no style kept as
-    all-negative examples, a count or a fraction of the kept labelled images.
-    """
-    matrix = styles.to_numpy(dtype=bool)
-    before = dict(zip(styles.columns, matrix.sum(axis=0).tolist(), strict=True))
-    labelled = np.flatnonzero(matrix.any(axis=1))
-    rng = np.random.default_rng(seed)
-    if max_per_style is None:
-        keep = labelled
-    else:
-        cap = min(before.values()) if max_per_style == "min" else int(max_per_style)
-        if cap < 1:
-            raise ConfigError(f"data.balance_styles.max_per_style must be positive, got {max_per_style!r}")
-        counts = np.zeros(matrix.shape[1], dtype=np.int64)
-        chosen: list[int] = []
-        taken = np.zeros(len(matrix), dtype=bool)
-        for col in np.argsort(matrix.sum(axis=0), kind="stable"):
-            for row in rng.permutation(np.flatnonzero(matrix[:, col])):
-                if counts[col] >= cap:
-                    break
-                if taken[row] or (counts[matrix[row]] >= cap).any():
-                    continue
-                taken[row] = True
-                counts += matrix[row]
-                chosen.append(int(row))
-        keep = np.sort(np.array(chosen, dtype=np.int64))
-    unlabelled_rows = np.flatnonzero(~matrix.any(axis=1))
-    n_unlabelled = round(unlabelled * len(keep)) if isinstance(unlabelled, float) else int(unlabelled)
-    n_unlabelled = min(max(n_unlabelled, 0), len(unlabelled_rows))
-    extra = rng.choice(unlabelled_rows, size=n_unlabelled, replace=False) if n_unlabelled else []
-    keep = np.sort(np.concatenate([keep, np.asarray(extra, dtype=np.int64)]))
-    after = dict(zip(styles.columns, matrix[keep].sum(axis=0).tolist(), strict=True))
-    report = {"positives_before": before, "positives_after": after,
-              "images_before": len(matrix), "images_after": len(keep),
-              "unlabelled_kept": int(n_unlabelled)}
-    return keep, report
-
-
 def celeba_style_table(
     root: str | Path,
     rules: Mapping[str, Mapping[str, Any]],
     task: str = "style",
     images_dir: str = "img_align_celeba",
-    max_per_style: int | str | None = "min",
-    unlabelled: int | float = 0,
-    seed: int = 0,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Image table with the official split and a multilabel `task` column (list of styles)."""
+    """Image table with the official split and a multilabel `task` column (list of styles), one
+    row per image of the attribute file (styles are balanced by the `data.balance` step)."""
     root = Path(root)
     attr_file = find_file(root, ["list_attr_celeba.txt", "Anno/list_attr_celeba.txt"],
                           "CelebA attribute file list_attr_celeba.txt")
@@ -182,8 +143,8 @@ def celeba_style_table(
     if (image_root / Path(images_dir).name).is_dir():  # Kaggle's copy nests the folder in itself
         image_root = image_root / Path(images_dir).name
     styles = derive_styles(attributes, rules)
-    keep, report = balance_styles(styles, max_per_style, unlabelled, seed)
-    styles = styles.iloc[keep]
+    report = {"images": len(styles), "positives": {k: int(v) for k, v in styles.sum().items()},
+              "unlabelled": int((~styles.any(axis=1)).sum())}
     names = list(styles.columns)
     lines = dict(zip(attributes.index, attributes.attrs["lines"], strict=True))
     table = pd.DataFrame({
@@ -206,7 +167,6 @@ class CelebAStyleDataModule(ImageTableDataModule):
         self,
         styles: Mapping[str, Mapping[str, Any]],
         images_dir: str = "img_align_celeba",
-        balance_styles: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -223,21 +183,9 @@ class CelebAStyleDataModule(ImageTableDataModule):
                               f"({', '.join(styles or {})})")
         self.styles = {str(k): dict(v or {}) for k, v in (styles or {}).items()}
         self.images_dir = images_dir
-        options = dict(balance_styles or {})
-        unknown = sorted(set(options) - {"max_per_style", "unlabelled"})
-        if unknown:
-            raise ConfigError(f"data.balance_styles has unknown key(s) {', '.join(unknown)}; "
-                              f"known: max_per_style, unlabelled")
-        self.max_per_style = options.get("max_per_style", "min")
-        self.unlabelled = options.get("unlabelled", 0)
-        self.read_report: dict[str, Any] = {}
+        self.class_order = {self.task_name: list(self.styles)}
 
     def read_table(self) -> pd.DataFrame:
         table, self.read_report = celeba_style_table(
-            self.require_root(), self.styles, self.task_name, self.images_dir, self.max_per_style,
-            self.unlabelled, self.seed)
+            self.require_root(), self.styles, self.task_name, self.images_dir)
         return table
-
-    def write_reports(self, folder: str | Path) -> None:
-        super().write_reports(folder)
-        write_read_report(folder, self.read_report)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from fashionlab.errors import DataFormatError, DataNotFoundError
@@ -65,3 +65,14 @@ def split_name_and_value(path: Path, number: int, line: str) -> tuple[str, str]:
     if len(parts) != 2:
         raise DataFormatError(f"{path}:{number}: expected '<name> <value>', got {line[:80]!r}")
     return parts[0].strip(), parts[1]
+
+
+def check_unique_names(path: str | Path, names: Sequence[str], lines: Sequence[int],
+                       what: str = "image") -> None:
+    """Each name listed once: a repeat (whose label would silently win) names both lines."""
+    first: dict[str, int] = {}
+    for name, line in zip(names, lines, strict=True):
+        earlier = first.setdefault(name, line)
+        if earlier != line:
+            raise DataFormatError(f"{path}:{line}: {what} {name} is listed twice "
+                                  f"(lines {earlier} and {line})")

@@ -20,6 +20,7 @@ import pandas as pd
 
 from fashionlab.data.counted_list import (
     check_count,
+    check_unique_names,
     iter_rows,
     open_text,
     read_count_and_header,
@@ -27,7 +28,6 @@ from fashionlab.data.counted_list import (
     split_name_and_value,
 )
 from fashionlab.data.image_table import ImageTableDataModule
-from fashionlab.data.reader_utils import write_read_report
 from fashionlab.errors import ConfigError, DataFormatError
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,7 @@ def read_category_img(path: str | Path, num_categories: int) -> pd.DataFrame:
         images.append(image)
         labels.append(label)
         lines.append(number)
+    check_unique_names(path, images, lines)
     return pd.DataFrame({"image": images, "label": labels, "line": lines})
 
 
@@ -107,12 +108,13 @@ def read_eval_partition(path: str | Path) -> pd.DataFrame:
         images.append(image)
         splits.append(split)
         lines.append(number)
+    check_unique_names(path, images, lines)
     return pd.DataFrame({"image": images, "split": splits, "line": lines})
 
 
-def _parse_attr_rows_slowly(path: Path, num_attributes: int) -> tuple[list[str], np.ndarray]:
+def _parse_attr_rows_slowly(path: Path, num_attributes: int) -> tuple[list[str], np.ndarray, list[int]]:
     """Line-by-line parse with errors naming the line (used when the fast parse fails)."""
-    images, values = [], []
+    images, values, lines = [], [], []
     for number, line in iter_rows(path):
         fields = line.split()
         if len(fields) != num_attributes + 1:
@@ -124,14 +126,17 @@ def _parse_attr_rows_slowly(path: Path, num_attributes: int) -> tuple[list[str],
             raise DataFormatError(f"{path}:{number}: attribute value {bad[0]!r} is not 1, -1 or 0")
         images.append(fields[0])
         values.append(np.array(fields[1:], dtype=np.int8))
+        lines.append(number)
     matrix = np.stack(values) if values else np.zeros((0, num_attributes), np.int8)
-    return images, matrix
+    return images, matrix, lines
 
 
-def _parse_attr_rows_fast(path: Path, num_attributes: int) -> tuple[list[str], np.ndarray] | None:
+def _parse_attr_rows_fast(path: Path, num_attributes: int
+                          ) -> tuple[list[str], np.ndarray, list[int]] | None:
     """Byte-level parse (each value -1 / 1 / 0 becomes one character); None when any row does
     not fit, so that the line-by-line parse can name it."""
     images: list[str] = []
+    lines: list[int] = []
     chunks: list[bytes] = []
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
@@ -144,6 +149,7 @@ def _parse_attr_rows_fast(path: Path, num_attributes: int) -> tuple[list[str], n
             if len(values) != num_attributes:
                 return None
             images.append(parts[0].decode("utf-8-sig"))
+            lines.append(number)
             chunks.append(values)
     codes = np.frombuffer(b"".join(chunks), dtype=np.uint8).reshape(len(images), num_attributes)
     lookup = np.full(256, 9, dtype=np.int8)
@@ -151,7 +157,7 @@ def _parse_attr_rows_fast(path: Path, num_attributes: int) -> tuple[list[str], n
     matrix = lookup[codes]
     if (matrix == 9).any():
         return None
-    return images, matrix
+    return images, matrix, lines
 
 
 def read_attr_img(path: str | Path, num_attributes: int) -> tuple[list[str], np.ndarray]:
@@ -159,8 +165,9 @@ def read_attr_img(path: str | Path, num_attributes: int) -> tuple[list[str], np.
     path = open_text(path)
     declared, _ = read_count_and_header(path)
     parsed = _parse_attr_rows_fast(path, num_attributes)
-    images, matrix = parsed if parsed is not None else _parse_attr_rows_slowly(path, num_attributes)
+    images, matrix, lines = parsed if parsed is not None else _parse_attr_rows_slowly(path, num_attributes)
     check_count(path, declared, len(images))
+    check_unique_names(path, images, lines)
     return images, matrix
 
 
@@ -199,9 +206,6 @@ def deepfashion_table(
                           f"known: {', '.join(ATTRIBUTE_GROUPS.values())}")
     files = {key: root / rel for key, rel in FILES.items()}
     partition = read_eval_partition(files["partition"])
-    if partition["image"].duplicated().any():
-        image = partition.loc[partition["image"].duplicated(), "image"].iloc[0]
-        raise DataFormatError(f"{files['partition']}: image {image} is listed twice")
     table = pd.DataFrame({
         "path": [str(root / images_dir / name) for name in partition["image"]],
         "split": partition["split"].to_numpy(),
@@ -243,7 +247,6 @@ class DeepFashionDataModule(ImageTableDataModule):
         super().__init__(**kwargs)
         self.body_parts = list(body_parts)
         self.images_dir = images_dir
-        self.read_report: dict[str, Any] = {}
 
     def read_table(self) -> pd.DataFrame:
         groups = [t for t in self.tasks_cfg if t in ATTRIBUTE_GROUPS.values()]
@@ -252,6 +255,3 @@ class DeepFashionDataModule(ImageTableDataModule):
                             "attributes": {g: len(names) for g, names in attributes.items()}}
         return table
 
-    def write_reports(self, folder: str | Path) -> None:
-        super().write_reports(folder)
-        write_read_report(folder, self.read_report)

@@ -8,6 +8,8 @@ import os
 import urllib.request
 from pathlib import Path
 
+from filelock import FileLock
+
 from fashionlab.errors import DataNotFoundError
 
 log = logging.getLogger(__name__)
@@ -28,10 +30,19 @@ def download_file(
     """Fetch `filename` from the first mirror that serves it with the expected MD5.
 
     The file is written next to its destination and renamed only once verified, so an
-    interrupted or corrupted download never leaves a file that looks complete.
+    interrupted or corrupted download never leaves a file that looks complete. A lock file
+    (`<filename>.lock`) makes a second process wait for the first one's download, then use it.
     """
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / filename
+    with FileLock(str(dest.with_name(dest.name + ".lock"))):
+        if dest.is_file() and (md5 is None or md5sum(dest) == md5):
+            log.info("%s: downloaded meanwhile by another process", dest)
+            return dest
+        return _download(filename, mirrors, dest, md5, timeout)
+
+
+def _download(filename: str, mirrors: list[str], dest: Path, md5: str | None, timeout: float) -> Path:
     errors: list[str] = []
     for mirror in mirrors:
         url = mirror.rstrip("/") + "/" + filename

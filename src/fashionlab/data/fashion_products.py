@@ -19,7 +19,6 @@ from typing import Any
 import pandas as pd
 
 from fashionlab.data.image_table import ImageTableDataModule
-from fashionlab.data.reader_utils import write_read_report
 from fashionlab.errors import ConfigError, DataFormatError, DataNotFoundError
 
 log = logging.getLogger(__name__)
@@ -32,7 +31,6 @@ LABEL_COLUMNS: tuple[str, ...] = (
     "gender", "masterCategory", "subCategory", "articleType", "baseColour", "season", "year", "usage",
 )
 LAYOUTS: tuple[str, ...] = ("", "myntradataset", "fashion-dataset")
-RARE_ACTIONS = ("merge", "ignore", "drop")
 
 
 def read_styles_csv(path: str | Path) -> tuple[pd.DataFrame, list[int]]:
@@ -98,31 +96,6 @@ def locate_products(root: str | Path, layout: str | None = None, styles_file: st
         f"Kaggle (paramaggarwal/fashion-product-images-dataset or -small) and pass data.root=<folder>")
 
 
-def rare_classes(table: pd.DataFrame, column: str, min_count: int, action: str,
-                 other: str = "other") -> tuple[pd.DataFrame, dict[str, int]]:
-    """Handle classes of `column` with fewer than `min_count` labelled rows.
-
-    merge: relabel them `other`; ignore: set their label unknown (the row keeps its other tasks);
-    drop: remove their rows. Returns the new table and {class: count} of the classes handled.
-    """
-    if action not in RARE_ACTIONS:
-        raise ConfigError(f"data.rare_classes.action is {action!r}; "
-                          f"expected one of {', '.join(RARE_ACTIONS)}")
-    counts = table[column].value_counts()
-    rare = counts[counts < min_count]
-    if rare.empty:
-        return table, {}
-    table = table.copy()
-    hit = table[column].isin(rare.index)
-    if action == "merge":
-        table.loc[hit, column] = other
-    elif action == "ignore":
-        table.loc[hit, column] = None
-    else:
-        table = table[~hit]
-    return table, {str(k): int(v) for k, v in rare.items()}
-
-
 def list_images(folder: Path) -> set[str]:
     """File names in `folder` (one directory scan instead of a stat per row)."""
     if not folder.is_dir():
@@ -139,7 +112,6 @@ def products_table(
     images_dir: str = "images",
     image_name: str = "{id}.jpg",
     missing_images: str = "skip",
-    rare: Mapping[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Image table: `path`, `id`, `source` (styles.csv:line) and one column per task (a
     styles.csv column name). Rows whose image file is absent are skipped and counted
@@ -179,18 +151,6 @@ def products_table(
         table[task] = styles[task].to_numpy()
     table = table[has_image.to_numpy()].reset_index(drop=True)
     report["unknown_labels"] = {t: int(table[t].isna().sum()) for t in tasks}
-    rare = dict(rare or {})
-    min_count = int(rare.get("min_count", 0) or 0)
-    report["rare_classes"] = {}
-    if min_count > 1:
-        for task in tasks:
-            table, handled = rare_classes(table, task, min_count, rare.get("action", "merge"),
-                                          rare.get("other", "other"))
-            if handled:
-                report["rare_classes"][task] = handled
-                log.info("%s: %d classes under %d images (%s): %s", task, len(handled), min_count,
-                         rare.get("action", "merge"), ", ".join(f"{k}={v}" for k, v in handled.items()))
-        table = table.reset_index(drop=True)
     report["images"] = len(table)
     return table, report
 
@@ -207,7 +167,6 @@ class FashionProductsDataModule(ImageTableDataModule):
         images_dir: str = "images",
         image_name: str = "{id}.jpg",
         missing_images: str = "skip",
-        rare_classes: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -216,8 +175,6 @@ class FashionProductsDataModule(ImageTableDataModule):
         self.images_dir = images_dir
         self.image_name = image_name
         self.missing_images = missing_images
-        self.rare = dict(rare_classes or {})
-        self.read_report: dict[str, Any] = {}
 
     def read_table(self) -> pd.DataFrame:
         # a parent task with an explicit parent_of map is derived from its child by the base
@@ -226,12 +183,8 @@ class FashionProductsDataModule(ImageTableDataModule):
         columns = [t for t in self.tasks_cfg if t in LABEL_COLUMNS or t not in derived]
         table, self.read_report = products_table(
             self.require_root(), columns, self.layout, self.styles_file, self.images_dir,
-            self.image_name, self.missing_images, self.rare)
+            self.image_name, self.missing_images)
         return table
-
-    def write_reports(self, folder: str | Path) -> None:
-        super().write_reports(folder)
-        write_read_report(folder, self.read_report)
 
     def data_stats(self) -> dict[str, Any]:
         stats = super().data_stats()

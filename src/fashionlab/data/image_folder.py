@@ -1,4 +1,5 @@
-"""Generic class-per-folder datasets: `root/<class>/*.jpg`, or `root/{train,val,test}/<class>/*.jpg`."""
+"""Generic class-per-folder datasets: `root/<class>/*.jpg`, or `root/{train,val,test}/<class>/*.jpg`
+(the validation folder may also be named `valid` or `validation`, as in many Kaggle archives)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ from typing import Any
 
 import pandas as pd
 
-from fashionlab.data.datamodule import SPLITS
 from fashionlab.data.image_table import ImageTableDataModule
 from fashionlab.data.images import is_image_file
-from fashionlab.errors import ConfigError
+from fashionlab.errors import ConfigError, DataFormatError
+
+#: Folder names next to train/ read as each split.
+SPLIT_FOLDERS: dict[str, tuple[str, ...]] = {
+    "train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -39,7 +43,7 @@ class ImageFolderDataModule(ImageTableDataModule):
     def read_table(self) -> pd.DataFrame:
         root = self.require_root()
         official = (root / "train").is_dir()
-        bases = [(root / s, s) for s in SPLITS if (root / s).is_dir()] if official else [(root, None)]
+        bases = split_folders(root) if official else [(root, None)]
         rows = []
         for base, split in bases:
             for cls_dir in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -48,3 +52,23 @@ class ImageFolderDataModule(ImageTableDataModule):
                     rows.append({"path": rel, "split": split, self.task_name: cls_dir.name,
                                  "id": rel, "source": rel})
         return pd.DataFrame(rows, columns=["path", "split", self.task_name, "id", "source"])
+
+
+def split_folders(root: Path) -> list[tuple[Path, str]]:
+    """(folder, split) for train/ and the val / test folders next to it; any other visible
+    folder there, or two folders for one split, is an error naming them."""
+    names = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    known = {name: split for split, options in SPLIT_FOLDERS.items() for name in options}
+    unknown = sorted(names - set(known))
+    if unknown:
+        raise DataFormatError(
+            f"{root}: folder(s) {', '.join(n + '/' for n in unknown)} next to train/ are not a split; "
+            f"expected only {', '.join(n + '/' for n in known)} (move class folders into train/)")
+    out = []
+    for split, options in SPLIT_FOLDERS.items():
+        found = [n for n in options if n in names]
+        if len(found) > 1:
+            raise DataFormatError(f"{root}: {' and '.join(n + '/' for n in found)} are both there; "
+                                  f"keep one folder for the {split} split")
+        out += [(root / found[0], split)] if found else []
+    return out

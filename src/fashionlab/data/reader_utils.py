@@ -1,15 +1,11 @@
-"""Small helpers shared by the dataset readers: locating files, writing what a reader found."""
+"""Small helpers shared by the dataset readers: locating files."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from fashionlab.errors import DataNotFoundError
-
-READ_REPORT = "read_report.json"
 
 
 def find_file(root: Path, candidates: Sequence[str], what: str) -> Path:
@@ -19,11 +15,3 @@ def find_file(root: Path, candidates: Sequence[str], what: str) -> Path:
             return root / rel
     raise DataNotFoundError(
         f"{what} not found; looked for {', '.join(str(root / c) for c in candidates)}")
-
-
-def write_read_report(folder: str | Path, report: Mapping[str, Any]) -> Path:
-    """`read_report.json` in `folder`: rows recovered, images missing, classes merged, ..."""
-    path = Path(folder) / READ_REPORT
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    return path
