@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", required=True)
     p.add_argument("--ckpt")
     p.add_argument("--port", type=int)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; 0.0.0.0: every interface)")
 
     for name in ("predict", "similar", "profile", "wardrobe", "outfit", "app"):
         _common(sub.choices[name])
@@ -273,7 +275,8 @@ def _app(args, cfg) -> None:
 
     read_manifest(args.index)
     command = streamlit_command(
-        args.index, args.ckpt, args.config, args.set, args.port, float(cfg.app.max_upload_mb)
+        args.index, args.ckpt, args.config, args.set, args.port, float(cfg.app.max_upload_mb),
+        host=args.host,
     )
     raise SystemExit(subprocess.call(command))
 

@@ -1,15 +1,23 @@
-"""Robust image files: decode anything PIL reads into RGB uint8, check files cheaply before training.
+"""Robust image files: decode photos into RGB uint8, check files cheaply before training.
+
+Only the formats photos come in are opened (ACCEPTED_FORMATS: JPEG, PNG, WebP, BMP, GIF, TIFF),
+whatever the file's name says: an EPS, PSD or ICO file is "not an image file of an accepted
+format", never handed to its decoder (EPS would go to Ghostscript).
 
 `load_rgb` applies the EXIF orientation and turns grayscale (1, L, LA, I, I;16, F), palette (P, PA),
 RGBA and CMYK images into HxWx3 uint8 RGB; transparent pixels are composited over white (the usual
-background of product photos). Any failure — missing, truncated or corrupt file, unknown format,
-decompression bomb (more pixels than `PIL.Image.MAX_IMAGE_PIXELS`) — raises `BadImageError` naming
-the file.
+background of product photos). High bit depths are scaled by fixed rules, never by the image's own
+content: 16-bit (I;16) and 32-bit integer (I) values are 16-bit intensities, 0..65535 -> 0..255
+(rounded; I clipped to that range first); 32-bit float (F) values are intensities in [0, 1]
+(clipped; NaN is black). The pixel count is checked after reading the header and before decoding
+(`max_pixels`, default PIL's `Image.MAX_IMAGE_PIXELS`). Any failure — missing, truncated or corrupt
+file, refused format, too many pixels — raises `BadImageError` naming the file.
 
 `check_image` is the cheap build-time check: it reads the header (format, size) without decoding
-the pixels, rejects bombs, and looks for the end marker of JPEG, PNG and GIF files in the file's last
-bytes; only a file whose end marker is missing (truncated, or trailing bytes after the image) is
-decoded in full to decide.
+the pixels, rejects bombs, checks that JPEG, PNG and GIF files end with their end marker and that
+BMP and TIFF files hold the bytes their header declares (pixel rows; strips or tiles); a file that
+ends otherwise (trailing bytes after the image) or whose layout it cannot tell is decoded in full to
+decide.
 """
 
 from __future__ import annotations
@@ -31,9 +39,14 @@ from fashionlab.errors import BadImageError
 IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff",
 )
+# PIL format ids opened at all (JPEG includes the MPO files of cameras).
+ACCEPTED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 QUICK_BYTES = 4096
-END_MARKERS: dict[str, bytes] = {"JPEG": b"\xff\xd9", "PNG": b"IEND", "GIF": b";"}
+# The last bytes of a whole file: JPEG's EOI, PNG's IEND chunk with its CRC, and GIF's last block
+# terminator followed by the trailer 0x3B.
+END_MARKERS: dict[str, bytes] = {"JPEG": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82", "GIF": b"\x00;"}
 BACKGROUND = (255, 255, 255)
+BAND_PIXELS = 1 << 20  # high-bit-depth images are scaled to 8 bits this many pixels at a time
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -41,12 +54,28 @@ def is_image_file(path: str | Path) -> bool:
     return str(path).lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _check_pixels(path: str | Path, size: tuple[int, int]) -> None:
+class TooManyPixelsError(BadImageError):
+    """An image has more pixels than the caller's limit (checked before decoding)."""
+
+    def __init__(self, path: object, size: tuple[int, int], limit: int) -> None:
+        super().__init__(path, f"{size[0]}x{size[1]} = {size[0] * size[1]} pixels exceeds the limit "
+                               f"of {limit} pixels")
+        self.size, self.limit = size, limit
+
+
+def _check_pixels(path: str | Path, size: tuple[int, int], max_pixels: int | None = None) -> None:
+    if max_pixels and size[0] * size[1] > max_pixels:
+        raise TooManyPixelsError(path, size, max_pixels)
     limit = Image.MAX_IMAGE_PIXELS
     if limit and size[0] * size[1] > limit:
         raise BadImageError(
             path, f"{size[0]}x{size[1]} = {size[0] * size[1]} pixels exceeds the "
                   f"decompression-bomb limit PIL.Image.MAX_IMAGE_PIXELS={limit}")
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """PIL's lazy open (header only), restricted to ACCEPTED_FORMATS."""
+    return Image.open(path, formats=ACCEPTED_FORMATS)
 
 
 @contextmanager
@@ -64,7 +93,8 @@ def _pil_errors(path: str | Path, corrupt: str) -> Iterator[None]:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise BadImageError(path, f"decompression bomb: {exc}") from None
     except UnidentifiedImageError:
-        raise BadImageError(path, "not an image file PIL can identify") from None
+        raise BadImageError(path, "not an image file of an accepted format "
+                                  f"({', '.join(ACCEPTED_FORMATS)})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise BadImageError(path, f"{corrupt} ({exc})") from None
 
@@ -75,20 +105,26 @@ def _flatten_alpha(image: Image.Image) -> Image.Image:
     return Image.alpha_composite(background, rgba).convert("RGB")
 
 
+def _to_uint8(values: np.ndarray) -> np.ndarray:
+    """8-bit gray of one band of I, I;16 or F pixels, by the fixed rules of the module docstring."""
+    if values.dtype.kind == "f":
+        unit = np.nan_to_num(values.astype(np.float32, copy=False), nan=0.0, posinf=1.0, neginf=0.0)
+        return np.rint(np.clip(unit, 0.0, 1.0) * 255.0).astype(np.uint8)
+    wide = np.clip(values, 0, 65535).astype(np.uint32)
+    return ((wide + 128) // 257).astype(np.uint8)  # = round(v / 257), exact in integers
+
+
 def to_rgb_array(image: Image.Image) -> np.ndarray:
-    """HxWx3 uint8 RGB from a PIL image of any mode (16-bit and float scaled to 8 bits)."""
+    """HxWx3 uint8 RGB from a PIL image of any mode (16-bit, 32-bit and float scaled to 8 bits)."""
     mode = image.mode
     if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
-        values = np.asarray(image).astype(np.float64)
-        if mode == "F":
-            top = values.max() if values.size and values.max() > 1.0 else 1.0
-            scaled = values / top * 255.0
-        elif mode.startswith("I;16") or (values.size and values.max() > 255):
-            scaled = values / 257.0
-        else:
-            scaled = values
-        gray = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
+        width, height = image.size
+        rgb = np.empty((height, width, 3), dtype=np.uint8)
+        rows = max(1, BAND_PIXELS // max(1, width))
+        for top in range(0, height, rows):  # band by band: no full-size wide copies
+            bottom = min(height, top + rows)
+            rgb[top:bottom] = _to_uint8(np.asarray(image.crop((0, top, width, bottom))))[:, :, None]
+        return rgb
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info):
         image = _flatten_alpha(image)
     elif mode != "RGB":
@@ -96,12 +132,14 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
 
 
-def load_rgb(path: str | Path) -> np.ndarray:
-    """Decode an image file into HxWx3 uint8 RGB, upright per its EXIF orientation."""
-    with _pil_errors(path, "corrupt or truncated image"), Image.open(path) as image:
-        _check_pixels(path, image.size)
+def load_rgb(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+    """Decode an image file into HxWx3 uint8 RGB, upright per its EXIF orientation; more than
+    `max_pixels` pixels (or PIL's MAX_IMAGE_PIXELS) is refused before decoding."""
+    with _pil_errors(path, "corrupt or truncated image"), open_image(path) as image:
+        _check_pixels(path, image.size, max_pixels)
         image.load()
-        return to_rgb_array(ImageOps.exif_transpose(image))
+        ImageOps.exif_transpose(image, in_place=True)
+        return to_rgb_array(image)
 
 
 @dataclass(frozen=True)
@@ -130,14 +168,38 @@ def check_image(path: str | Path, full: bool = False) -> FileInfo:
         raise BadImageError(path, f"cannot read file ({exc.strerror or exc})") from None
     if size == 0:
         raise BadImageError(path, "empty file")
-    with _pil_errors(path, "corrupt image header"), Image.open(path) as image:
+    with _pil_errors(path, "corrupt image header"), open_image(path) as image:
         fmt, (width, height) = image.format or "", image.size
+        declared = declared_bytes(image)
     _check_pixels(path, (width, height))
+    if declared is not None and declared > size:
+        raise BadImageError(path, f"truncated: its {fmt} header declares {declared} bytes, "
+                                  f"the file has {size}")
     marker = END_MARKERS.get(fmt)
-    if full or (marker is not None and marker not in tail):
+    undecided = fmt in ("BMP", "TIFF") and declared is None
+    if full or undecided or (marker is not None and not tail.endswith(marker)):
         load_rgb(path)
     digest = hashlib.sha1(head + tail + str(size).encode(), usedforsecurity=False).hexdigest()
     return FileInfo(size=size, width=width, height=height, format=fmt, quick_hash=digest)
+
+
+def declared_bytes(image: Image.Image) -> int | None:
+    """The file size an opened BMP or TIFF needs by its header: the end of its uncompressed pixel
+    rows (BMP) or of its last strip or tile (TIFF, first frame); None when unknown."""
+    if image.format == "BMP" and len(image.tile) == 1 and image.tile[0][0] == "raw":
+        _, _, offset, args = image.tile[0]
+        return offset + int(args[1]) * image.size[1]  # args: (rawmode, padded row stride, direction)
+    if image.format == "TIFF":
+        tags = image.tag_v2
+        for offsets_tag, counts_tag in ((273, 279), (324, 325)):  # strips, tiles
+            offsets, counts = tags.get(offsets_tag), tags.get(counts_tag)
+            if offsets is not None and counts is not None:
+                offsets = offsets if isinstance(offsets, tuple) else (offsets,)
+                counts = counts if isinstance(counts, tuple) else (counts,)
+                if not counts or len(offsets) != len(counts):
+                    return None
+                return max(int(o) + int(c) for o, c in zip(offsets, counts, strict=True))
+    return None
 
 
 def check_images(

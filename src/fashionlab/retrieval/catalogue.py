@@ -1,10 +1,14 @@
-"""A searchable catalogue: an evaluation directory's index, embeddings and gallery table."""
+"""A searchable catalogue: an evaluation directory's index, embeddings and gallery table.
+
+A file that exists but cannot be read (empty, truncated, overwritten) is a DataFormatError naming
+it, so that the commands report one line instead of a faiss, NumPy or Arrow traceback."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -12,7 +16,7 @@ import pandas as pd
 from fashionlab.config_safety import DATA, check_targets, safe_instantiate
 from fashionlab.data.images import load_rgb
 from fashionlab.data.tasks import TaskSpec, tasks_from_config
-from fashionlab.errors import ConfigError, DataNotFoundError, ManifestMismatchError
+from fashionlab.errors import ConfigError, DataFormatError, DataNotFoundError, ManifestMismatchError
 from fashionlab.retrieval.index import load_index
 from fashionlab.retrieval.index import search as index_search
 from fashionlab.retrieval.manifest import check_manifest, read_manifest
@@ -20,6 +24,19 @@ from fashionlab.retrieval.manifest import check_manifest, read_manifest
 INDEX_FILE = "index.faiss"
 EMBEDDINGS_FILE = "embeddings.npy"
 GALLERY_FILE = "gallery.parquet"
+T = TypeVar("T")
+
+
+def read_catalogue_file(path: Path, reader: Callable[[Path], T]) -> T:
+    """`reader(path)`; the readers' own errors on a damaged file become a DataFormatError naming it."""
+    try:
+        return reader(path)
+    except (OSError, ValueError, RuntimeError, EOFError) as exc:
+        detail = " ".join(str(exc).split())
+        detail = detail if len(detail) <= 160 else detail[:157] + "..."
+        raise DataFormatError(
+            f"{path}: cannot be read ({type(exc).__name__}: {detail}); the file is damaged or "
+            f"incomplete — rebuild the evaluation directory with evaluate.py") from None
 
 
 class Catalogue:
@@ -47,9 +64,9 @@ class Catalogue:
         for name in (INDEX_FILE, EMBEDDINGS_FILE, GALLERY_FILE):
             if not (folder / name).is_file():
                 raise DataNotFoundError(f"{folder / name} not found (evaluation directory incomplete)")
-        embeddings = np.load(folder / EMBEDDINGS_FILE)
-        gallery = pd.read_parquet(folder / GALLERY_FILE)
-        index = load_index(folder / INDEX_FILE, manifest["index"])
+        embeddings = read_catalogue_file(folder / EMBEDDINGS_FILE, np.load)
+        gallery = read_catalogue_file(folder / GALLERY_FILE, pd.read_parquet)
+        index = read_catalogue_file(folder / INDEX_FILE, lambda p: load_index(p, manifest["index"]))
         sizes = {"manifest num_items": manifest["num_items"], EMBEDDINGS_FILE: len(embeddings),
                  GALLERY_FILE: len(gallery), INDEX_FILE: index.ntotal}
         if len(set(sizes.values())) != 1 or embeddings.shape[1] != manifest["embedding_dim"]:

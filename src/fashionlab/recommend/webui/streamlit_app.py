@@ -68,9 +68,11 @@ def main() -> None:
         st.stop()
     size = len(catalogue.gallery)
     max_bytes = int(float(cfg.app.max_upload_mb) * 2**20)
+    max_pixels = int(float(cfg.app.get("max_megapixels", 16)) * 1e6)
     k = st.sidebar.slider("k (results)", 1, min(int(cfg.app.max_k), size), min(int(cfg.app.k), size))
     same_category = st.sidebar.checkbox("same category only", value=False)
-    st.sidebar.caption(f"catalogue: {size} items · uploads up to {float(cfg.app.max_upload_mb):g} MB")
+    st.sidebar.caption(f"catalogue: {size} items · uploads up to {float(cfg.app.max_upload_mb):g} MB "
+                       f"and {max_pixels / 1e6:g} megapixels")
     uploads = st.file_uploader("Upload a photo, or several for a style profile", accept_multiple_files=True)
     if not uploads:
         st.info("Upload an image to see its predicted attributes and similar catalogue items.")
@@ -81,7 +83,7 @@ def main() -> None:
     images, names = [], []
     for upload in uploads:
         try:
-            images.append(read_upload(upload.name, upload.getvalue(), max_bytes))
+            images.append(read_upload(upload.name, upload.getvalue(), max_bytes, max_pixels))
             names.append(upload.name)
         except UploadError as err:
             st.error(str(err))
