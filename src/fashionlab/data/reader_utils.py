@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from fashionlab.errors import DataNotFoundError
+from fashionlab.fileio import write_json
 
 READ_REPORT = "read_report.json"
 
@@ -23,7 +23,4 @@ def find_file(root: Path, candidates: Sequence[str], what: str) -> Path:
 
 def write_read_report(folder: str | Path, report: Mapping[str, Any]) -> Path:
     """`read_report.json` in `folder`: rows recovered, images missing, classes merged, ..."""
-    path = Path(folder) / READ_REPORT
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    return path
+    return write_json(Path(folder) / READ_REPORT, report)
