@@ -19,7 +19,8 @@ from wandb_records import history_and_summary
 
 from fashionlab.errors import CheckpointError, ManifestMismatchError
 from fashionlab.evaluation.run import eval_loader
-from fashionlab.models.checkpoint import file_sha256, load_checkpoint
+from fashionlab.fileio import file_digest
+from fashionlab.models.checkpoint import load_checkpoint
 from fashionlab.retrieval.catalogue import Catalogue
 from fashionlab.retrieval.embed import extract
 
@@ -77,7 +78,7 @@ def test_evaluation_directory_files(tiny_run, tiny_eval_dir):
     report = json.loads((out / "report.json").read_text())
     manifest = json.loads((out / "manifest.json").read_text())
     training = json.loads((tiny_run / "metrics.json").read_text())
-    assert report["checkpoint_sha256"] == manifest["checkpoint_sha256"] == file_sha256(ckpt)
+    assert report["checkpoint_sha256"] == manifest["checkpoint_sha256"] == file_digest(ckpt)
     assert report["data_fingerprint"] == manifest["data_fingerprint"] == training["data_fingerprint"]
     assert manifest["index"] == report["index"] == {"type": "flat", "factory": "Flat", "params": {}}
     assert manifest["gallery_split"] == "train" and manifest["query_split"] == "test"
@@ -95,7 +96,7 @@ def test_evaluation_directory_files(tiny_run, tiny_eval_dir):
         assert np.asarray(report["classification"][task]["confusion"]).sum() == 80
     assert set(report["timings"]) >= {"load_s", "embed_train_s", "embed_test_s", "index_build_s", "total_s"}
     md = (out / "report.md").read_text()
-    assert "## Classification (test split)" in md and "| article |" in md and "mAP@R" in md
+    assert "## Classification (test split)" in md and "\n| article " in md and "mAP@R" in md
 
     for name in ("confusion_article.png", "confusion_category.png", "retrieval_examples.png"):
         with Image.open(out / name) as image:
@@ -170,7 +171,7 @@ def test_same_split_excludes_self_and_approximate_index(tiny_run, tmp_path):
 
 
 def test_flat_index_finds_each_gallery_item_itself(tiny_run, tiny_eval_dir):
-    sha = file_sha256(tiny_run / "checkpoints" / "best.ckpt")
+    sha = file_digest(tiny_run / "checkpoints" / "best.ckpt")
     catalogue = Catalogue.load(tiny_eval_dir, checkpoint_sha256=sha)
     scores, ids = catalogue.search(catalogue.embeddings, k=3)
     np.testing.assert_array_equal(ids[:, 0], np.arange(len(catalogue)))
@@ -191,7 +192,7 @@ def test_flat_index_finds_each_gallery_item_itself(tiny_run, tiny_eval_dir):
 
 
 def test_manifest_mismatch_is_refused(tiny_run, tiny_eval_dir):
-    sha = file_sha256(tiny_run / "checkpoints" / "best.ckpt")
+    sha = file_digest(tiny_run / "checkpoints" / "best.ckpt")
     other = "0" * 64  # another checkpoint's (last.ckpt may equal best.ckpt when the last epoch is best)
     with pytest.raises(ManifestMismatchError, match=rf"sha256 {sha[:12]}.*sha256 {other[:12]}"):
         Catalogue.load(tiny_eval_dir, checkpoint_sha256=other)

@@ -53,12 +53,15 @@ def only_run_folder(logs: Path) -> Path:
     return runs[0]
 
 
-def test_kill_mid_epoch_and_resume_matches_uninterrupted_run(fmnist_dir, tmp_path):
-    """3 epochs of 7 steps with augmentation and dropout, backbone trained throughout, default
-    sanity check; SIGKILL at step 10 (mid epoch 2), resumed from the epoch-1 last.ckpt."""
+@pytest.mark.parametrize("freeze_epochs", [0, 2])
+def test_kill_mid_epoch_and_resume_matches_uninterrupted_run(fmnist_dir, tmp_path, freeze_epochs):
+    """3 epochs of 7 steps with augmentation and dropout, backbone trained throughout (or frozen
+    for 2 epochs: the resumed process unfreezes it), default sanity check; SIGKILL at step 10
+    (mid epoch 2), resumed from the epoch-1 last.ckpt."""
     common = [o for o in tiny_overrides(fmnist_dir, tmp_path)
               if not o.startswith(("hydra.", "logger=", "trainer.num_sanity_val_steps="))]
-    common += ["trainer.max_epochs=3", "trainer.num_sanity_val_steps=2", "training.freeze_epochs=0",
+    common += ["trainer.max_epochs=3", "trainer.num_sanity_val_steps=2",
+               f"training.freeze_epochs={freeze_epochs}",
                "data.image_size=32", "backbone.drop_rate=0.3", "optimizer.lr=5e-3"]
     reference = tmp_path / "reference"
     done = train_script(*common, "logger=none", f"hydra.run.dir={reference}")

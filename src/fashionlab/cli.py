@@ -4,7 +4,6 @@ fashionlab.recommend and fashionlab.experiments."""
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pandas as pd
 
 from fashionlab.entrypoint import error_message
 from fashionlab.errors import FashionlabError
+from fashionlab.fileio import write_json
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -205,12 +205,7 @@ def _profile(args, cfg) -> None:
         )
         print(f"grid -> {args.output}")
     if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                {**profile.as_dict(), "weights": weights, "results": table.to_dict("records")}, indent=2
-            )
-            + "\n"
-        )
+        write_json(args.json, {**profile.as_dict(), "weights": weights, "results": table})
 
 
 def _wardrobe(args, cfg) -> None:

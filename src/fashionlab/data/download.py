@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import urllib.request
@@ -11,17 +10,9 @@ from pathlib import Path
 from filelock import FileLock
 
 from fashionlab.errors import DataNotFoundError
+from fashionlab.fileio import file_digest
 
 log = logging.getLogger(__name__)
-
-
-def md5sum(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    """MD5 hex digest of a file, read in chunks."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def download_file(
@@ -56,7 +47,7 @@ def _download(filename: str, mirrors: list[str], dest: Path, md5: str | None, ti
             partial.unlink(missing_ok=True)
             errors.append(f"{url}: {exc}")
             continue
-        if md5 is not None and (got := md5sum(partial)) != md5:
+        if md5 is not None and (got := file_digest(partial, "md5")) != md5:
             partial.unlink(missing_ok=True)
             errors.append(f"{url}: MD5 {got} does not match the expected {md5}")
             continue

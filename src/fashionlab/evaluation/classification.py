@@ -7,27 +7,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from torchmetrics import F1Score, MetricCollection, Precision, Recall, StatScores
 
-from fashionlab.data.tasks import TaskSpec
+from fashionlab.data.tasks import IGNORE_INDEX, TaskSpec
 from fashionlab.models.hierarchy import constrained_predictions
 from fashionlab.training.metrics import TaskMetrics
 
 
-def per_class_table(task: TaskSpec, confusion: np.ndarray) -> pd.DataFrame:
-    """Precision, recall, F1 and support per class from a confusion matrix (multilabel: (L, 2, 2))."""
-    if task.kind == "multiclass":
-        tp = np.diag(confusion).astype(float)
-        fp = confusion.sum(axis=0) - tp
-        fn = confusion.sum(axis=1) - tp
-    else:
-        tp, fp, fn = (confusion[:, 1, 1].astype(float), confusion[:, 0, 1].astype(float),
-                      confusion[:, 1, 0].astype(float))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
-        recall = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
-    return pd.DataFrame({"class": list(task.classes), "precision": precision, "recall": recall,
-                         "f1": f1, "support": (tp + fn).astype(int)})
+def per_class_table(task: TaskSpec, probs: torch.Tensor, targets: torch.Tensor) -> pd.DataFrame:
+    """Precision, recall, F1 (torchmetrics, average="none"; 0 where undefined) and support per
+    class (multilabel: per label, predicted when p > 0.5); targets IGNORE_INDEX are left out."""
+    kw = {"task": task.kind, "num_classes": task.num_classes, "num_labels": task.num_classes,
+          "average": "none", "ignore_index": IGNORE_INDEX}
+    metrics = MetricCollection({"precision": Precision(**kw), "recall": Recall(**kw),
+                                "f1": F1Score(**kw), "stats": StatScores(**kw)})
+    metrics.update(probs, targets.long() if task.kind == "multiclass" else targets.int())
+    values = metrics.compute()
+    return pd.DataFrame({"class": list(task.classes),
+                         **{k: values[k].double().numpy() for k in ("precision", "recall", "f1")},
+                         "support": values["stats"][:, 4].long().numpy()})
 
 
 def classification_report(tasks: list[TaskSpec], probs: dict[str, np.ndarray],
@@ -36,11 +34,12 @@ def classification_report(tasks: list[TaskSpec], probs: dict[str, np.ndarray],
     and the confusion matrix (rows = true class)."""
     out: dict[str, dict[str, Any]] = {}
     for task in tasks:
+        task_probs, task_targets = torch.as_tensor(probs[task.name]), torch.as_tensor(targets[task.name])
         metrics = TaskMetrics(task)
-        metrics.update_probs(torch.as_tensor(probs[task.name]), torch.as_tensor(targets[task.name]))
+        metrics.update_probs(task_probs, task_targets)
         scalars = {k: float(v) for k, v in metrics.compute().items()}
         confusion = metrics.details()["confusion"].cpu().numpy()
-        out[task.name] = {**scalars, "per_class": per_class_table(task, confusion),
+        out[task.name] = {**scalars, "per_class": per_class_table(task, task_probs, task_targets),
                           "confusion": confusion, "num_items": len(targets[task.name])}
     return out
 

@@ -10,26 +10,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
+from torchmetrics.utilities.plot import plot_confusion_matrix
 
 
 def plot_confusion(confusion: np.ndarray, classes: Sequence[str], title: str, path: Path) -> Path:
-    """Row-normalised confusion matrix with counts in the cells (rows = true class)."""
-    n = len(classes)
-    size = max(4.0, 0.55 * n + 2)
+    """Confusion matrix with counts in the cells (rows = true class), drawn by torchmetrics."""
+    size = max(4.0, 0.75 * len(classes) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
-    rows = confusion.sum(axis=1, keepdims=True)
-    norm = np.divide(confusion, rows, out=np.zeros_like(confusion, dtype=float), where=rows > 0)
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), classes, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(n), classes, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    plot_confusion_matrix(torch.as_tensor(np.asarray(confusion)), ax=ax, labels=list(classes),
+                          cmap="Blues")
     ax.set_title(title)
-    for i in range(n):
-        for j in range(n):
-            if confusion[i, j]:
-                ax.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if norm[i, j] > 0.5 else "black")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

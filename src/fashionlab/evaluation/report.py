@@ -8,33 +8,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
 from fashionlab.data.tasks import TaskSpec
 from fashionlab.errors import ConfigError
-
-
-def to_jsonable(value: Any) -> Any:
-    """DataFrames become lists of records, arrays lists, non-finite floats null."""
-    if isinstance(value, pd.DataFrame):
-        return to_jsonable(value.to_dict(orient="records"))
-    if isinstance(value, np.ndarray):
-        return to_jsonable(value.tolist())
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def write_report_json(path: Path, report: Mapping[str, Any]) -> None:
-    path.write_text(json.dumps(to_jsonable(report), indent=2) + "\n")
+from fashionlab.training.reporting import wandb_confusion_chart
 
 
 def _fmt(value: Any) -> str:
@@ -44,9 +23,9 @@ def _fmt(value: Any) -> str:
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+    """A GitHub markdown table (DataFrame.to_markdown); floats with 4 decimals, "–" when not finite."""
+    frame = pd.DataFrame([[_fmt(v) for v in row] for row in rows], columns=header)
+    return frame.to_markdown(index=False, disable_numparse=True)
 
 
 def data_check_lines(report: Mapping[str, Any]) -> list[str]:
@@ -128,7 +107,8 @@ def wandb_settings(cfg: DictConfig, train_cfg: DictConfig) -> dict[str, Any] | N
 
 def log_to_wandb(settings: Mapping[str, Any], out: Path, report: Mapping[str, Any], tasks: list[TaskSpec],
                  figures: Mapping[str, Path], config: Mapping[str, Any]) -> None:
-    """Summary metrics, per-class and retrieval tables, confusion-matrix charts and the figures."""
+    """Summary metrics, per-class and retrieval tables, confusion-matrix charts and the figures
+    (the caller finishes the run: `training.reporting.finish_wandb`)."""
     import wandb
 
     run = wandb.init(project=settings["project"], group=settings["group"], name=settings["name"],
@@ -137,42 +117,34 @@ def log_to_wandb(settings: Mapping[str, Any], out: Path, report: Mapping[str, An
                              "data_fingerprint": report["data_fingerprint"],
                              "training_data_fingerprint": report.get("training_data_fingerprint"),
                              "data_changed": report.get("data_changed")})
-    try:
-        summary: dict[str, Any] = {}
-        payload: dict[str, Any] = {}
-        for task in tasks:
-            c = report["classification"][task.name]
-            for key in ("acc", "f1_macro", "f1_weighted"):
-                summary[f"eval/test/{task.name}/{key}"] = c[key]
-            payload[f"eval/test/{task.name}/per_class"] = wandb.Table(dataframe=c["per_class"])
-            if task.kind == "multiclass":
-                rows = [[a, p, int(c["confusion"][i, j])] for i, a in enumerate(task.classes)
-                        for j, p in enumerate(task.classes)]
-                table = wandb.Table(columns=["Actual", "Predicted", "nPredictions"], data=rows)
-                payload[f"eval/test/{task.name}/confusion_matrix"] = wandb.plot_table(
-                    "wandb/confusion_matrix/v1", table,
-                    {"Actual": "Actual", "Predicted": "Predicted", "nPredictions": "nPredictions"},
-                    {"title": f"test {task.name} confusion matrix"})
-        retrieval = report["retrieval"]
-        rows = []
-        for task_name, metrics in retrieval["metrics"].items():
-            rows.append([task_name, *[metrics[k] for k in metrics]])
-            for key, value in metrics.items():
-                summary[f"eval/retrieval/{task_name}/{key}"] = value
-        payload["eval/retrieval/metrics"] = wandb.Table(
-            columns=["task", *next(iter(retrieval["metrics"].values())).keys()], data=rows)
-        if "index" in retrieval:
-            for key, value in retrieval["index"].items():
-                if isinstance(value, float):
-                    summary[f"eval/index/{key}"] = value
-        for key, value in report["timings"].items():
-            summary[f"eval/timings/{key}"] = value
-        for name, path in figures.items():
-            payload[f"eval/{name}"] = wandb.Image(str(path))
-        run.log(payload)
-        run.summary.update({k: v for k, v in summary.items()
-                            if isinstance(v, int | float) and math.isfinite(v)})
-        run.summary.update({"checkpoint_sha256": report["checkpoint_sha256"],
-                            "index_type": report["index"]["type"]})
-    finally:
-        run.finish()
+    summary: dict[str, Any] = {}
+    payload: dict[str, Any] = {}
+    for task in tasks:
+        c = report["classification"][task.name]
+        for key in ("acc", "f1_macro", "f1_weighted"):
+            summary[f"eval/test/{task.name}/{key}"] = c[key]
+        payload[f"eval/test/{task.name}/per_class"] = wandb.Table(dataframe=c["per_class"])
+        if task.kind == "multiclass":
+            payload[f"eval/test/{task.name}/confusion_matrix"] = wandb_confusion_chart(
+                list(task.classes), c["confusion"], f"test {task.name} confusion matrix")
+    retrieval = report["retrieval"]
+    rows = []
+    for task_name, metrics in retrieval["metrics"].items():
+        rows.append([task_name, *[metrics[k] for k in metrics]])
+        for key, value in metrics.items():
+            summary[f"eval/retrieval/{task_name}/{key}"] = value
+    payload["eval/retrieval/metrics"] = wandb.Table(
+        columns=["task", *next(iter(retrieval["metrics"].values())).keys()], data=rows)
+    if "index" in retrieval:
+        for key, value in retrieval["index"].items():
+            if isinstance(value, float):
+                summary[f"eval/index/{key}"] = value
+    for key, value in report["timings"].items():
+        summary[f"eval/timings/{key}"] = value
+    for name, path in figures.items():
+        payload[f"eval/{name}"] = wandb.Image(str(path))
+    run.log(payload)
+    run.summary.update({k: v for k, v in summary.items()
+                        if isinstance(v, int | float) and math.isfinite(v)})
+    run.summary.update({"checkpoint_sha256": report["checkpoint_sha256"],
+                        "index_type": report["index"]["type"]})

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,8 +29,10 @@ from fashionlab.errors import ConfigError
 from fashionlab.evaluation.classification import classification_report, label_names, predicted_indices
 from fashionlab.evaluation.data_check import check_data_identity
 from fashionlab.evaluation.plots import plot_confusion, plot_retrieval_examples
-from fashionlab.evaluation.report import log_to_wandb, wandb_settings, write_report_json, write_report_md
+from fashionlab.evaluation.report import log_to_wandb, wandb_settings, write_report_md
+from fashionlab.fileio import write_json
 from fashionlab.models.checkpoint import LoadedCheckpoint, load_checkpoint
+from fashionlab.provenance import git_info
 from fashionlab.retrieval.catalogue import EMBEDDINGS_FILE, GALLERY_FILE, INDEX_FILE
 from fashionlab.retrieval.embed import extract
 from fashionlab.retrieval.index import build_index, save_index, search
@@ -41,7 +46,7 @@ from fashionlab.retrieval.metrics import (
     relevant_counts,
 )
 from fashionlab.rundir import check_run_folder, unique_stamp
-from fashionlab.training.reporting import git_info
+from fashionlab.training.reporting import finish_wandb
 from fashionlab.training.run import resolved_config
 
 log = logging.getLogger(__name__)
@@ -242,17 +247,59 @@ def example_grid(cfg: DictConfig, tasks: list[TaskSpec], gallery: SplitEmbedding
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Run the whole evaluation described by `conf/evaluate.yaml`; returns the report."""
+    """Run the whole evaluation described by `conf/evaluate.yaml`; returns the report.
+
+    The folder's files are written into a temporary sibling (`.<name>.partial-*`), which becomes
+    the evaluation folder only once complete (see `publish`): an evaluation that fails or is
+    killed part-way leaves no folder that looks like a finished one. The W&B run, if any, is
+    finished whether the evaluation succeeds or raises."""
+    exit_code = 1
+    try:
+        report = _evaluate(cfg)
+        exit_code = 0
+        return report
+    finally:
+        finish_wandb(exit_code)
+
+
+def publish(staging: Path, out: Path) -> None:
+    """Make the complete `staging` folder the evaluation folder `out`: Hydra's launch files
+    already in `out` (`.hydra/`, the log, still open and written to) move into it first."""
+    if out.is_dir():
+        for entry in out.iterdir():
+            entry.rename(staging / entry.name)
+    os.replace(staging, out)  # replaces the now empty `out`
+
+
+def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     for key in ("gallery", "query"):
         if cfg[key] not in SPLITS:
             raise ConfigError(f"{key}={cfg[key]!r}: expected one of {', '.join(SPLITS)}")
     out = Path(cfg.paths.output_dir)
     check_run_folder(out, kind="evaluation")
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        report, figures, loaded = write_evaluation(cfg, out, staging, started)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    publish(staging, out)
+    settings = wandb_settings(cfg, loaded.cfg)
+    if settings is not None:
+        log_to_wandb(settings, out, report, loaded.tasks,
+                     {name: out / path.name for name, path in figures.items()}, resolved_config(cfg))
+    log.info("evaluation folder: %s", out)
+    return report
+
+
+def write_evaluation(cfg: DictConfig, out: Path, staging: Path, started: float,
+                     ) -> tuple[dict[str, Any], dict[str, Path], LoadedCheckpoint]:
+    """Evaluate; write every file of the evaluation folder `out` into `staging`. Returns the
+    report, the figures and the loaded checkpoint."""
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     timings: dict[str, float] = {}
-
     t = time.perf_counter()
     loaded = load_checkpoint(cfg.ckpt_path, map_location=device)
     tasks = loaded.tasks
@@ -285,9 +332,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     retrieval, top_ids = retrieval_evaluation(cfg, tasks, gallery, query, index, info, exclude_self)
     timings.update(retrieval.pop("timings"))
 
-    np.save(out / EMBEDDINGS_FILE, gallery.embeddings)
-    gallery_table(tasks, gallery).to_parquet(out / GALLERY_FILE, index=False)
-    save_index(index, out / INDEX_FILE)
+    np.save(staging / EMBEDDINGS_FILE, gallery.embeddings)
+    gallery_table(tasks, gallery).to_parquet(staging / GALLERY_FILE, index=False)
+    save_index(index, staging / INDEX_FILE)
     manifest = make_manifest(
         checkpoint=str(loaded.path), checkpoint_sha256=loaded.sha256, data_fingerprint=fingerprint,
         index=info, embedding_dim=gallery.embeddings.shape[1], gallery_split=cfg.gallery,
@@ -295,12 +342,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     manifest.update(training_data_fingerprint=data_check["training_data_fingerprint"],
                     data_changed=data_check["data_changed"])
     manifest["data"] = OmegaConf.to_container(data_cfg, resolve=True)
-    write_manifest(out, manifest)
+    write_manifest(staging, manifest)
 
     figures = {f"confusion_{t.name}": plot_confusion(
-        classification[t.name]["confusion"], t.classes, f"test {t.name}", out / f"confusion_{t.name}.png")
+        classification[t.name]["confusion"], t.classes, f"test {t.name}", staging / f"confusion_{t.name}.png")
         for t in tasks if t.kind == "multiclass"}
-    figures["retrieval_examples"] = example_grid(cfg, tasks, gallery, query, top_ids, out)
+    figures["retrieval_examples"] = example_grid(cfg, tasks, gallery, query, top_ids, staging)
 
     timings["total_s"] = time.perf_counter() - started
     report = {
@@ -312,10 +359,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "classification": classification, "retrieval": retrieval, "timings": timings,
         "device": device, "eval_dir": str(out), **git_info(cfg.paths.root_dir),
     }
-    write_report_json(out / "report.json", report)
-    write_report_md(out / "report.md", report, tasks)
-    settings = wandb_settings(cfg, loaded.cfg)
-    if settings is not None:
-        log_to_wandb(settings, out, report, tasks, figures, resolved_config(cfg))
-    log.info("evaluation folder: %s", out)
-    return report
+    write_report_md(staging / "report.md", report, tasks)
+    write_json(staging / "report.json", report)  # last: a folder with report.json is complete
+    return report, figures, loaded

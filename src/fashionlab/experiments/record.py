@@ -23,7 +23,7 @@ from fashionlab.experiments.compare import (
     write_comparison,
 )
 from fashionlab.experiments.runs import METRICS_FILE, Run
-from fashionlab.training.reporting import environment_info, git_info
+from fashionlab.provenance import environment_info, git_info
 
 FIGURE_MAX_BYTES = 2_000_000
 EVAL_FIGURES = ("confusion_*.png", "retrieval_examples.png")

@@ -5,7 +5,6 @@ built, and the model is rebuilt from the project's own code (the optimizer is no
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from fashionlab.config_safety import check_targets, require_local_path
 from fashionlab.data.datamodule import stored_identity
 from fashionlab.data.tasks import TaskSpec, tasks_from_config
 from fashionlab.errors import CheckpointError
+from fashionlab.fileio import file_digest
 from fashionlab.models.backbones import create_backbone
 from fashionlab.models.multitask import MultiTaskNet
 from fashionlab.training.losses import MultiTaskLoss
@@ -40,14 +40,6 @@ class LoadedCheckpoint:
     def run_dir(self) -> Path:
         """The training run folder (checkpoints live in <run_dir>/checkpoints/)."""
         return self.path.parent.parent if self.path.parent.name == "checkpoints" else self.path.parent
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -108,4 +100,4 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"(missing: {', '.join(missing[:5]) or '-'}; unexpected: {', '.join(unexpected[:5]) or '-'})")
     module.to(map_location).eval()
     return LoadedCheckpoint(module=module, cfg=cfg, tasks=tasks, path=path,
-                            sha256=file_sha256(path), data_identity=stored_identity(checkpoint))
+                            sha256=file_digest(path), data_identity=stored_identity(checkpoint))

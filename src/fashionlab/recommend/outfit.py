@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pandas as pd
 
@@ -21,32 +22,24 @@ from fashionlab.retrieval.catalogue import Catalogue
 
 
 def kmeans(x: np.ndarray, k: int, seed: int = 0, iterations: int = 100) -> tuple[np.ndarray, np.ndarray]:
-    """Spherical k-means (cosine) with k-means++ seeding: (assignment (N,), unit centroids (k, D))."""
-    x = np.asarray(x, dtype=np.float64)
+    """Spherical k-means (cosine; faiss.Kmeans, seeded): (assignment (N,), unit centroids (k, D)).
+    Every cluster gets at least one item (an empty one takes the item least similar to its centroid
+    among those of clusters with several)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
     if k < 1 or k > len(x):
         raise ConfigError(f"cannot split {len(x)} catalogue items into {k} clusters")
-    rng = np.random.default_rng(seed)
-    centroids = [x[rng.integers(len(x))]]
-    for _ in range(1, k):
-        distance = np.min([1.0 - x @ c for c in centroids], axis=0).clip(min=0)
-        p = distance / distance.sum() if distance.sum() > 0 else None
-        centroids.append(x[rng.choice(len(x), p=p)])
-    centres = np.stack(centroids)
-    assignment = np.full(len(x), -1)
-    for _ in range(iterations):
-        similarity = x @ centres.T
-        new = similarity.argmax(axis=1)
-        for c in range(k):
-            if not np.any(new == c):
-                far = int(np.argmin(similarity[np.arange(len(x)), new]))
-                new[far] = c
-        if np.array_equal(new, assignment):
-            break
-        assignment = new
-        for c in range(k):
-            mean = x[assignment == c].mean(axis=0)
-            centres[c] = mean / max(np.linalg.norm(mean), 1e-12)
-    return assignment, centres.astype(np.float32)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    km = faiss.Kmeans(x.shape[1], k, spherical=True, seed=int(seed), niter=int(iterations),
+                      min_points_per_centroid=1, verbose=False)
+    km.train(x)
+    similarity = x @ km.centroids.T
+    assignment = similarity.argmax(axis=1)
+    for c in range(k):
+        if not np.any(assignment == c):
+            fit = similarity[np.arange(len(x)), assignment]
+            fit[np.bincount(assignment, minlength=k)[assignment] < 2] = np.inf  # keep others non-empty
+            assignment[int(np.argmin(fit))] = c
+    return assignment, km.centroids.astype(np.float32)
 
 
 def check_styles(

@@ -3,7 +3,6 @@ embeddings (the same embeddings as the evaluation index)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from fashionlab.data.images import load_rgb
 from fashionlab.data.tasks import TaskSpec
 from fashionlab.errors import ConfigError, DataNotFoundError, FashionlabError
 from fashionlab.evaluation.classification import label_names, predicted_indices
+from fashionlab.fileio import write_json
 from fashionlab.models.checkpoint import LoadedCheckpoint, load_checkpoint
 from fashionlab.models.hierarchy import full_label
 from fashionlab.retrieval.embed import extract
@@ -228,7 +228,7 @@ def write_predictions(table: pd.DataFrame, tasks: list[TaskSpec], out: str | Pat
     if out.suffix == ".csv":
         public_columns(table).to_csv(out, index=False)
     elif out.suffix == ".json":
-        out.write_text(json.dumps(prediction_records(table, tasks), indent=2) + "\n")
+        write_json(out, prediction_records(table, tasks))
     else:
         out.write_text("".join(line + "\n" for line in prediction_lines(table, tasks)))
     return out

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fashionlab.errors import DataNotFoundError, ManifestMismatchError
+from fashionlab.fileio import write_json
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +31,7 @@ def make_manifest(*, checkpoint: str, checkpoint_sha256: str, data_fingerprint: 
 
 
 def write_manifest(folder: str | Path, manifest: Mapping[str, Any]) -> Path:
-    path = Path(folder) / MANIFEST
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
-    return path
+    return write_json(Path(folder) / MANIFEST, manifest)
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import BaseFinetuning, Callback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import CombinedLoader
 from torch import nn
@@ -21,52 +21,58 @@ from fashionlab.training.schedulers import plan_steps
 log = logging.getLogger(__name__)
 
 
-def set_backbone_trainable(backbone: nn.Module, trainable: bool, train_bn: bool) -> None:
-    """Freeze or unfreeze a backbone. Frozen BatchNorm layers also stop updating their statistics
-    unless `train_bn` is set."""
-    for module in backbone.modules():
-        is_bn = isinstance(module, nn.modules.batchnorm._BatchNorm)
-        grad = trainable or (is_bn and train_bn)
-        for param in module.parameters(recurse=False):
-            param.requires_grad_(grad)
-        if is_bn:
-            module.train(trainable or train_bn)
-
-
-class FreezeThenUnfreeze(Callback):
+class FreezeThenUnfreeze(BaseFinetuning):
     """Train only the heads for `freeze_epochs` epochs' worth of optimizer steps, then the whole
     network (the step from `schedulers.plan_steps`, as the backbone's learning-rate schedule, so
     a run bounded by trainer.max_steps unfreezes it too).
 
-    The backbone's parameters stay in the optimizer (with their own, lower learning rate)
-    from the start; frozen parameters simply get no gradient. The state follows
+    Lightning's BaseFinetuning freezes the backbone before training (`freeze_before_training`)
+    and makes it trainable again (`make_trainable`); frozen BatchNorm layers also stop updating
+    their statistics (and run in eval mode) unless `train_bn` is set. The backbone's parameters
+    stay in the optimizer (with their own, lower learning rate, 0 until the unfreeze step) from
+    the start, rather than being added by `unfreeze_and_add_param_group`, so that the per-group
+    step schedule and an exact resume see one fixed set of groups. The state follows
     `trainer.global_step`, so a resumed run lands in the right phase.
     """
 
     def __init__(self, freeze_epochs: int = 0, train_bn: bool = False) -> None:
+        super().__init__()
         self.freeze_epochs = int(freeze_epochs)
         self.train_bn = train_bn
         self.unfreeze_step = 0
-        self._frozen: bool | None = None
+        self._frozen = False
+
+    def freeze_before_training(self, pl_module: L.LightningModule) -> None:
+        if self.freeze_epochs > 0:
+            self._set_frozen(pl_module.net.backbone, True)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.unfreeze_step = plan_steps(trainer, self.freeze_epochs).unfreeze
-        self._frozen = None
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._apply(trainer, pl_module, force=True)  # also puts frozen BatchNorm layers back in eval
+    def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer: Any) -> None:
+        """At each epoch start (BaseFinetuning's hook); also puts frozen BatchNorm layers back in
+        eval mode after Lightning set the module to train mode."""
+        self._apply(pl_module.trainer.global_step, pl_module, force=True)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
-        self._apply(trainer, pl_module)
+        self._apply(trainer.global_step, pl_module)
 
-    def _apply(self, trainer: L.Trainer, pl_module: L.LightningModule, force: bool = False) -> None:
-        frozen = trainer.global_step < self.unfreeze_step
-        if frozen == self._frozen and not force:
-            return
-        set_backbone_trainable(pl_module.net.backbone, not frozen, self.train_bn)
-        if frozen != self._frozen and self.freeze_epochs > 0:
-            log.info("step %d: backbone %s", trainer.global_step, "frozen" if frozen else "unfrozen")
+    def _apply(self, step: int, pl_module: L.LightningModule, force: bool = False) -> None:
+        frozen = step < self.unfreeze_step
+        if frozen != self._frozen or force:
+            if frozen != self._frozen:
+                log.info("step %d: backbone %s", step, "frozen" if frozen else "unfrozen")
+            self._set_frozen(pl_module.net.backbone, frozen)
+
+    def _set_frozen(self, backbone: nn.Module, frozen: bool) -> None:
+        if frozen:
+            self.freeze(backbone, train_bn=self.train_bn)
+        else:
+            self.make_trainable(backbone)
+        for module in backbone.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.train(backbone.training and (not frozen or self.train_bn))
         self._frozen = frozen
 
 

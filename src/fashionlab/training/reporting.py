@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import math
-import os
-import platform
-import subprocess
+import sys
 import time
 from collections.abc import Iterable, Mapping
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +16,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from fashionlab.data.tasks import TaskSpec
+from fashionlab.provenance import environment_info
 
 log = logging.getLogger(__name__)
-
-
-def git_info(repo_dir: str | Path) -> dict[str, Any]:
-    """Commit hash and whether the work tree has uncommitted changes (None outside git)."""
-    def run(*args: str) -> str | None:
-        try:
-            return subprocess.run(["git", *args], cwd=repo_dir, capture_output=True, text=True,
-                                  check=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    commit = run("rev-parse", "HEAD")
-    status = run("status", "--porcelain", "--untracked-files=no") if commit else None
-    return {"git_commit": commit, "git_dirty": bool(status) if status is not None else None}
 
 
 class TrainingStats(Callback):
@@ -70,30 +51,6 @@ class TrainingStats(Callback):
                 **{f"env_{k}": v for k, v in environment_info().items()}}
 
 
-def environment_info() -> dict[str, Any]:
-    """The machine and library versions a run used: CPU model and cores, RAM, GPUs, torch/timm/lightning."""
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    ram_gb = None
-    with contextlib.suppress(ValueError, OSError, AttributeError):
-        ram_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    gpus = ([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-            if torch.cuda.is_available() else [])
-    versions = {}
-    for package in ("torch", "timm", "lightning"):
-        try:
-            versions[f"{package}_version"] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[f"{package}_version"] = None
-    return {"cpu": cpu, "cpu_cores": os.cpu_count(), "ram_gb": ram_gb, "gpu": ", ".join(gpus) or None,
-            "gpu_count": len(gpus), "python_version": platform.python_version(),
-            "platform": platform.platform(), **versions}
-
-
 def to_float(value: Any) -> float:
     return float(value.item() if isinstance(value, torch.Tensor) else value)
 
@@ -105,15 +62,6 @@ def flat_metrics(results: Iterable[Mapping[str, Any]]) -> dict[str, float]:
         for key, value in result.items():
             merged[key] = to_float(value)
     return merged
-
-
-def write_metrics_json(path: Path, metrics: Mapping[str, Any]) -> None:
-    """Write a flat JSON object; non-finite floats become null so the file stays valid JSON."""
-    clean = {
-        k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-        for k, v in metrics.items()
-    }
-    path.write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")
 
 
 def task_tables(
@@ -145,6 +93,19 @@ def write_task_tables(run_dir: Path, stage: str, tasks: list[TaskSpec],
         confusion.to_csv(out / f"{stage}_{task.name}_confusion.csv")
 
 
+def wandb_confusion_chart(classes: list[str], confusion: np.ndarray, title: str) -> Any:
+    """A multiclass confusion matrix (rows = true class) as W&B's confusion-matrix chart."""
+    import wandb
+
+    rows = [[a, p, int(confusion[i, j])] for i, a in enumerate(classes)
+            for j, p in enumerate(classes)]
+    table = wandb.Table(columns=["Actual", "Predicted", "nPredictions"], data=rows)
+    return wandb.plot_table(
+        "wandb/confusion_matrix/v1", table,
+        {"Actual": "Actual", "Predicted": "Predicted", "nPredictions": "nPredictions"},
+        {"title": title})
+
+
 def log_wandb_tables(experiment: Any, stage: str, tasks: list[TaskSpec],
                      results: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
     """Log per-task confusion matrices (W&B's confusion-matrix chart) and per-class F1 tables."""
@@ -157,19 +118,21 @@ def log_wandb_tables(experiment: Any, stage: str, tasks: list[TaskSpec],
         f1, confusion = task_tables(task, results[task.name])
         payload[f"{stage}/{task.name}/per_class_f1"] = wandb.Table(dataframe=f1)
         if task.kind == "multiclass":
-            rows = [[t, p, int(confusion.loc[t, p])]
-                    for t in confusion.index for p in confusion.columns]
-            table = wandb.Table(columns=["Actual", "Predicted", "nPredictions"], data=rows)
-            payload[f"{stage}/{task.name}/confusion_matrix"] = wandb.plot_table(
-                "wandb/confusion_matrix/v1", table,
-                {"Actual": "Actual", "Predicted": "Predicted", "nPredictions": "nPredictions"},
-                {"title": f"{stage} {task.name} confusion matrix"},
-            )
+            payload[f"{stage}/{task.name}/confusion_matrix"] = wandb_confusion_chart(
+                list(task.classes), confusion.to_numpy(), f"{stage} {task.name} confusion matrix")
         else:
             payload[f"{stage}/{task.name}/confusion"] = wandb.Table(
                 dataframe=confusion.reset_index())
     if payload:
         experiment.log(payload)
+
+
+def finish_wandb(exit_code: int) -> None:
+    """Close the process's open W&B run, if any (a run that raised too, so that its offline
+    files are complete and the next run in this process starts its own)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=exit_code)
 
 
 def summarise(metrics: Mapping[str, float], keys: Iterable[str]) -> str:

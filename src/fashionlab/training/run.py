@@ -17,8 +17,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from fashionlab.config_safety import check_resume_path
 from fashionlab.data.datamodule import MultiTaskDataModule
 from fashionlab.errors import ConfigError
+from fashionlab.fileio import write_json
 from fashionlab.models.backbones import create_backbone, resolve_backbone_config, resolve_image_size
 from fashionlab.models.multitask import MultiTaskNet
+from fashionlab.provenance import git_info
 from fashionlab.rundir import check_run_folder
 from fashionlab.training.callbacks import FreezeThenUnfreeze, ResumeState
 from fashionlab.training.checkpoint_io import AtomicCheckpointIO
@@ -26,11 +28,10 @@ from fashionlab.training.losses import MultiTaskLoss
 from fashionlab.training.module import MultiTaskClassifier
 from fashionlab.training.reporting import (
     TrainingStats,
+    finish_wandb,
     flat_metrics,
-    git_info,
     log_wandb_tables,
     summarise,
-    write_metrics_json,
     write_task_tables,
 )
 from fashionlab.training.resume import begin_resume, keep_csv_history, record_resume
@@ -145,8 +146,19 @@ def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> dic
 
     `extra_callbacks` join the configured ones (e.g. a sweep's pruning callback). With
     `ckpt_path`, the run resumes in the checkpoint's own folder with the checkpoint's config plus
-    the command line's overrides (see training/resume.py).
+    the command line's overrides (see training/resume.py). The W&B run, if any, is finished
+    whether the run succeeds (exit code 0) or raises (1).
     """
+    exit_code = 1
+    try:
+        metrics = _train(cfg, extra_callbacks)
+        exit_code = 0
+        return metrics
+    finally:
+        finish_wandb(exit_code)
+
+
+def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str, Any]:
     started = time.time()
     check_resume_path(cfg.get("ckpt_path"))
     resume = None
@@ -204,14 +216,10 @@ def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> dic
             **stats.as_dict(model),
             **git_info(cfg.paths.root_dir),
         )
-        write_metrics_json(run_dir / "metrics.json", metrics)
+        write_json(run_dir / "metrics.json", metrics, sort_keys=True)
         if isinstance(logger, WandbLogger):
             logger.experiment.summary.update(
                 {k: v for k, v in metrics.items() if isinstance(v, int | float)})
         log.info("run folder: %s", run_dir)
         log.info("%s", summarise(metrics, [k for k in metrics if k.endswith("/acc")]))
-    if isinstance(logger, WandbLogger):
-        import wandb
-
-        wandb.finish()
     return metrics
