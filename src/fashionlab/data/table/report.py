@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +15,7 @@ import pandas as pd
 from fashionlab.data.datamodule import SPLITS
 from fashionlab.data.table.balance import BalanceConfig
 from fashionlab.data.tasks import TaskSpec
+from fashionlab.fileio import write_json
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def write_reports(folder: str | Path, balance: Mapping[str, Any],
     reported anything, read_report.json into `folder`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "balance.json").write_text(json.dumps(balance, indent=2) + "\n")
+    write_json(folder / "balance.json", balance)
     rows = [{"class": c, **i} for c, i in balance["classes"].items()]
     pd.DataFrame(rows, columns=["class", "images", *SPLITS, "capped", "rare"]).to_csv(
         folder / "balance.csv", index=False)
@@ -97,4 +97,4 @@ def write_reports(folder: str | Path, balance: Mapping[str, Any],
         writer.writeheader()
         writer.writerows(skipped)
     if read:
-        (folder / READ_REPORT).write_text(json.dumps(dict(read), indent=2, default=str) + "\n")
+        write_json(folder / READ_REPORT, dict(read))
