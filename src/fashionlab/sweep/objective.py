@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import shlex
-import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -108,11 +107,9 @@ class Objective:
             return self._run(trial, overrides, run_dir)
         except optuna.TrialPruned:
             log.info("trial %d pruned", trial.number)
-            _finish_wandb(exit_code=0)
             raise
         except Exception as error:
             trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:4000])
-            _finish_wandb(exit_code=1)
             raise
 
     def _run(self, trial: optuna.Trial, overrides: list[str], run_dir: Path) -> float:
@@ -148,10 +145,3 @@ def _trial_hydra_config(cfg: DictConfig) -> Iterator[None]:
         yield
     finally:
         HydraConfig.instance().cfg = saved
-
-
-def _finish_wandb(exit_code: int) -> None:
-    """Close a W&B run left open by a trial that raised, so the next trial starts its own."""
-    wandb = sys.modules.get("wandb")
-    if wandb is not None and getattr(wandb, "run", None) is not None:
-        wandb.finish(exit_code=exit_code)
