@@ -195,21 +195,19 @@ def create_backbone(
 
 
 @functools.lru_cache(maxsize=64)
-def _resolve_data_config(name: str, image_size: int | None) -> tuple[tuple[str, Any], ...]:
+def _resolve_data_config(name: str) -> tuple[tuple[str, Any], ...]:
     check_backbone_name(name)
     pretrained_cfg = timm.models.get_pretrained_cfg(name)
-    args = {"input_size": (3, image_size, image_size)} if image_size else {"in_chans": 3}
     config = timm.data.resolve_data_config(
-        args=args, pretrained_cfg=pretrained_cfg.to_dict() if pretrained_cfg else None)
+        args={"in_chans": 3}, pretrained_cfg=pretrained_cfg.to_dict() if pretrained_cfg else None)
     return tuple(config.items())
 
 
-def timm_data_config(name: str, image_size: int | None = None) -> dict[str, Any]:
-    """timm's data config for backbone `name` (timm.data.resolve_data_config on its pretrained
-    config: interpolation, mean, std, crop; input_size at `image_size` when given, else native).
-    Metadata only: nothing is downloaded."""
-    return {k: list(v) if isinstance(v, tuple) else v
-            for k, v in _resolve_data_config(str(name), image_size)}
+def timm_data_config(name: str) -> dict[str, Any]:
+    """timm's data config for backbone `name`: timm.data.resolve_data_config on its pretrained
+    config (native input_size, interpolation, mean, std, crop). Metadata only: nothing is
+    downloaded. The training resolution is the project's own (see resolve_image_size)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in _resolve_data_config(str(name))}
 
 
 def timm_data_value(name: str, key: str) -> Any:
