@@ -91,10 +91,11 @@ def test_auto_image_size_is_preferred_raised_to_minimum(option, compose_cfg, fmn
     expected = max(36, int(cfg.backbone.min_input_size))
     assert cfg.data.image_size == expected
     # Every interpolation sees the resolved size, and so does the config a checkpoint stores.
-    for split in ("train", "eval"):
-        resize = instantiate(cfg.data.transforms[split]).transforms[0]
+    eval_tf = instantiate(cfg.data, _recursive_=False).eval_transform()
+    for resize in (instantiate(cfg.data.transforms.train).transforms[0], eval_tf.transforms[0]):
         assert (resize.height, resize.width) == (expected, expected)
     assert resolved_config(cfg)["data"]["image_size"] == expected
+    assert resolved_config(cfg)["data"]["preprocess"]["input_size"] == expected
 
 
 def test_xception_on_fashion_mnist_trains_at_71px(compose_cfg, fmnist_dir, tmp_path, caplog):

@@ -4,7 +4,6 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from fashionlab.models.backbones import resolve_backbone_config
 from fashionlab.training.run import build_callbacks, build_logger, prepare_config
 
 from conftest import CONF, tiny_overrides
@@ -22,13 +21,13 @@ def base(fmnist_dir, tmp_path):
 @pytest.mark.parametrize("option", options("backbone"))
 def test_backbone_configs(option, compose_cfg, base):
     extra = ["backbone.name=convnext_atto"] if option == "timm" else []
-    cfg = compose_cfg([*base, f"backbone={option}", *extra])
-    resolve_backbone_config(cfg.backbone)
-    for key in ("name", "input_size", "mean", "std", "interpolation", "pretrained"):
+    cfg = prepare_config(compose_cfg([*base, f"backbone={option}", *extra]))
+    for key in ("name", "pretrained", "min_input_size"):
         assert cfg.backbone[key] is not None, key
-    assert len(cfg.backbone.mean) == len(cfg.backbone.std) == 3
-    expected_size = 299 if option in ("inception_v3", "xception") else 224
-    assert cfg.backbone.input_size == expected_size
+    record = cfg.data.preprocess
+    assert record.input_size == cfg.data.image_size
+    assert record.interpolation in ("bicubic", "bilinear")
+    assert len(record.mean) == len(record.std) == 3
 
 
 def compose_with(compose_cfg, base: list[str], choice: str):
@@ -46,8 +45,8 @@ def test_data_configs(option, compose_cfg, base):
     assert cfg.data.image_size >= cfg.backbone.min_input_size
     datamodule = instantiate(cfg.data, _recursive_=False)
     assert datamodule.tasks_cfg and cfg.data.get("main_task") in (None, *cfg.data.tasks)
-    for split in ("train", "eval"):
-        assert callable(instantiate(cfg.data.transforms[split]))
+    assert callable(instantiate(cfg.data.transforms.train))
+    assert callable(datamodule.eval_transform())
 
 
 @pytest.mark.parametrize("option", options("trainer"))

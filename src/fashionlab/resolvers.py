@@ -25,10 +25,26 @@ def multirun_group() -> str | None:
     return Path(hydra_cfg.runtime.output_dir).parents[max(depth - 1, 0)].name
 
 
+def timm_data(name: str, key: str) -> object:
+    """`${fl_timm_data:<backbone name>,<key>}`: interpolation, mean or std from timm's data config
+    for the backbone (the defaults of `data.preprocess`, conf/data/*.yaml)."""
+    from fashionlab.models.backbones import timm_data_value
+
+    return timm_data_value(name, key)
+
+
+def cv2_interpolation(name: str) -> int:
+    """`${fl_cv2_interpolation:bicubic}`: the OpenCV flag albumentations' resizes take."""
+    from fashionlab.data.preprocess import cv2_interpolation as flag
+
+    return flag(name)
+
+
 def register() -> None:
     """Register every resolver the configs use (before Hydra composes them)."""
     from fashionlab.rundir import RESOLVERS
 
-    for name, resolver in {"fl_multirun_group": multirun_group, **RESOLVERS}.items():
+    for name, resolver in {"fl_multirun_group": multirun_group, "fl_timm_data": timm_data,
+                           "fl_cv2_interpolation": cv2_interpolation, **RESOLVERS}.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fashionlab.config_safety import TRANSFORMS, safe_instantiate
 from fashionlab.data.array_dataset import ArrayImageDataset
+from fashionlab.data.preprocess import Preprocessing, build_eval_transform, legacy_eval_pipeline
 from fashionlab.data.tasks import TaskSpec, derive_parent_targets, tasks_from_config, tasks_to_config
 from fashionlab.errors import ConfigError
 
@@ -84,6 +85,7 @@ class MultiTaskDataModule(L.LightningDataModule):
         main_task: str | None = None,
         report_dir: str | None = None,
         preferred_image_size: int | None = None,
+        preprocess: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.tasks_cfg = tasks
@@ -92,7 +94,18 @@ class MultiTaskDataModule(L.LightningDataModule):
         self.transforms_cfg = transforms
         # image_size auto (null) is resolved against the backbone by the training run; a data
         # module built on its own falls back to the data's preferred size.
-        self.image_size = int(image_size if image_size is not None else preferred_image_size)
+        size = int(image_size if image_size is not None else preferred_image_size)
+        #: The preprocessing record the eval pipeline is built from (None: a config written before
+        #: it existed, whose `transforms.eval` is used); without one in a current config, a plain
+        #: resize to image_size with ImageNet statistics.
+        self.preprocess: Preprocessing | None = None
+        if preprocess is not None:
+            self.preprocess = Preprocessing.from_config(preprocess, default_size=size)
+        elif "eval" not in transforms:
+            self.preprocess = Preprocessing(input_size=size)
+        if self.preprocess is not None and self.preprocess.input_size != size:
+            raise ConfigError(f"data.preprocess.input_size={self.preprocess.input_size} differs "
+                              f"from data.image_size={size}; set data.image_size only")
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
         self.num_workers = int(num_workers)
@@ -143,12 +156,20 @@ class MultiTaskDataModule(L.LightningDataModule):
                                               ids=self.source_ids.get(split))
         return splits
 
+    def eval_transform(self) -> Any:
+        """The eval pipeline (val/test, evaluation), built from the preprocessing record."""
+        if self.preprocess is None:
+            log.warning("data config without data.preprocess (written before it existed): "
+                        "using its transforms.eval pipeline")
+            return legacy_eval_pipeline(self.transforms_cfg, "data")
+        return build_eval_transform(self.preprocess)
+
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        train_tf, eval_tf = (safe_instantiate(self.transforms_cfg[split], "data", [TRANSFORMS],
-                                              key=f"transforms.{split}") for split in ("train", "eval"))
-        self.splits = self.build_datasets(train_tf, eval_tf)
+        train_tf = safe_instantiate(self.transforms_cfg["train"], "data", [TRANSFORMS],
+                                    key="transforms.train")
+        self.splits = self.build_datasets(train_tf, self.eval_transform())
         log.info(
             "data: %s",
             ", ".join(f"{name}={len(ds)}" for name, ds in self.splits.items()),

@@ -23,7 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from fashionlab.config_safety import DATA, TRANSFORMS, safe_instantiate
+from fashionlab.config_safety import DATA, safe_instantiate
 from fashionlab.data.tasks import TaskSpec, tasks_to_config
 from fashionlab.errors import ConfigError
 from fashionlab.evaluation.classification import classification_report, label_names, predicted_indices
@@ -89,8 +89,7 @@ def eval_loader(datamodule: Any, split: str, batch_size: int | None) -> DataLoad
     if split not in datamodule.splits:
         raise ConfigError(f"split {split!r} not in the data ({', '.join(datamodule.splits)})")
     dataset = copy.copy(datamodule.splits[split])
-    dataset.transform = safe_instantiate(datamodule.transforms_cfg["eval"], "data", [TRANSFORMS],
-                                         key="transforms.eval")
+    dataset.transform = datamodule.eval_transform()
     return DataLoader(dataset, batch_size=int(batch_size or datamodule.eval_batch_size), shuffle=False,
                       num_workers=datamodule.num_workers)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import logging
 import os
 import socket
@@ -23,11 +24,13 @@ from urllib.parse import urlsplit
 import huggingface_hub
 import huggingface_hub.constants as hf_constants
 import timm
+import timm.data
 import torch
 from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
+from fashionlab.data.preprocess import Preprocessing, has_record
 from fashionlab.errors import ConfigError, PretrainedWeightsNotFoundError, UnknownBackboneError
 from fashionlab.models.lite0_weights import load_lite0_package_state_dict
 
@@ -191,28 +194,48 @@ def create_backbone(
     return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
 
 
-def resolve_backbone_config(backbone_cfg: DictConfig) -> DictConfig:
-    """Fill input_size, mean, std and interpolation left null from timm's pretrained config."""
-    check_backbone_name(backbone_cfg.name)
-    pretrained_cfg = timm.models.get_pretrained_cfg(backbone_cfg.name)
-    defaults = {
-        "input_size": pretrained_cfg.input_size[-1] if pretrained_cfg else 224,
-        "mean": list(pretrained_cfg.mean) if pretrained_cfg else [0.485, 0.456, 0.406],
-        "std": list(pretrained_cfg.std) if pretrained_cfg else [0.229, 0.224, 0.225],
-        "interpolation": pretrained_cfg.interpolation if pretrained_cfg else "bicubic",
-    }
-    with open_dict(backbone_cfg):
-        for key, value in defaults.items():
-            if backbone_cfg.get(key) is None:
-                backbone_cfg[key] = value
-            elif key in ("mean", "std") and pretrained_cfg is not None and [
-                round(float(v), 4) for v in backbone_cfg[key]
-            ] != [round(float(v), 4) for v in value]:
-                log.warning(
-                    "backbone.%s=%s differs from timm's %s for %s",
-                    key, list(backbone_cfg[key]), value, backbone_cfg.name,
-                )
-    return backbone_cfg
+@functools.lru_cache(maxsize=64)
+def _resolve_data_config(name: str) -> tuple[tuple[str, Any], ...]:
+    check_backbone_name(name)
+    pretrained_cfg = timm.models.get_pretrained_cfg(name)
+    config = timm.data.resolve_data_config(
+        args={"in_chans": 3}, pretrained_cfg=pretrained_cfg.to_dict() if pretrained_cfg else None)
+    return tuple(config.items())
+
+
+def timm_data_config(name: str) -> dict[str, Any]:
+    """timm's data config for backbone `name`: timm.data.resolve_data_config on its pretrained
+    config (native input_size, interpolation, mean, std, crop). Metadata only: nothing is
+    downloaded. The training resolution is the project's own (see resolve_image_size)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in _resolve_data_config(str(name))}
+
+
+def timm_data_value(name: str, key: str) -> Any:
+    """One value of `timm_data_config(name)` (the `fl_timm_data` resolver of conf/data/*.yaml)."""
+    config = timm_data_config(name)
+    if key not in config:
+        raise ConfigError(f"timm's data config has no {key!r} (keys: {', '.join(config)})")
+    return config[key]
+
+
+def resolve_preprocessing(data_cfg: DictConfig, backbone_cfg: DictConfig) -> Preprocessing | None:
+    """Fix `data.preprocess` once, as plain values: timm's for the backbone unless overridden,
+    at the run's `data.image_size` (resolve that first). None for a config written before the
+    record existed (its own `data.transforms.eval` stays in use)."""
+    if not has_record(data_cfg):
+        log.warning("data.preprocess is missing (a config written before it existed): the eval "
+                    "pipeline stays data.transforms.eval")
+        return None
+    record = Preprocessing.from_config(data_cfg.preprocess, default_size=int(data_cfg.image_size))
+    if record.input_size != int(data_cfg.image_size):
+        raise ConfigError(f"data.preprocess.input_size={record.input_size} differs from "
+                          f"data.image_size={data_cfg.image_size}; set data.image_size only")
+    with open_dict(data_cfg):
+        data_cfg.preprocess = record.to_config()
+    log.info("preprocessing for %s: %dpx %s, mean %s, std %s%s", backbone_cfg.name,
+             record.input_size, record.interpolation, list(record.mean), list(record.std),
+             ", grey input" if record.grayscale else "")
+    return record
 
 
 def check_image_size(image_size: Any, backbone_cfg: DictConfig) -> None:

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from fashionlab.config_safety import TRANSFORMS, safe_instantiate
 from fashionlab.data.images import load_rgb
+from fashionlab.data.preprocess import eval_transform_from_checkpoint
 from fashionlab.data.tasks import TaskSpec
 from fashionlab.errors import ConfigError, DataNotFoundError, FashionlabError
 from fashionlab.evaluation.classification import label_names, predicted_indices
@@ -65,12 +64,6 @@ def read_query(path: str | Path) -> np.ndarray:
     return load_rgb(path)
 
 
-def expects_grayscale(cfg: DictConfig) -> bool:
-    """True when the training data's eval pipeline takes HxW grayscale (it converts with ToRGB)."""
-    steps = cfg.data.transforms.eval.get("transforms") or []
-    return any(str(step.get("_target_", "")).endswith(".ToRGB") for step in steps)
-
-
 class _Images(Dataset):
     def __init__(self, images: Sequence[np.ndarray], transform) -> None:
         self.images = images
@@ -118,9 +111,8 @@ class Predictor:
     def __init__(self, checkpoint: LoadedCheckpoint, batch_size: int = 64) -> None:
         self.checkpoint = checkpoint
         self.tasks: list[TaskSpec] = list(checkpoint.tasks)
-        self.transform = safe_instantiate(checkpoint.cfg.data.transforms.eval, str(checkpoint.path),
-                                          [TRANSFORMS], key="hyper_parameters.config.data.transforms.eval")
-        self.grayscale = expects_grayscale(checkpoint.cfg)
+        self.transform = eval_transform_from_checkpoint(checkpoint)
+        self.grayscale = self.transform.grayscale
         self.batch_size = int(batch_size)
 
     @classmethod

@@ -18,7 +18,12 @@ from fashionlab.config_safety import check_resume_path
 from fashionlab.data.datamodule import MultiTaskDataModule
 from fashionlab.errors import ConfigError
 from fashionlab.fileio import write_json
-from fashionlab.models.backbones import create_backbone, resolve_backbone_config, resolve_image_size
+from fashionlab.models.backbones import (
+    check_backbone_name,
+    create_backbone,
+    resolve_image_size,
+    resolve_preprocessing,
+)
 from fashionlab.models.multitask import MultiTaskNet
 from fashionlab.provenance import git_info
 from fashionlab.rundir import check_run_folder
@@ -126,11 +131,12 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], logger: Any,
 
 
 def prepare_config(cfg: DictConfig) -> DictConfig:
-    """Fill derived settings (backbone normalisation, data.image_size when auto) and check
-    values and cross-group constraints before building."""
+    """Fill derived settings (data.image_size when auto, then the preprocessing record
+    data.preprocess from timm) and check values and cross-group constraints before building."""
     check_numbers(cfg)
-    resolve_backbone_config(cfg.backbone)
+    check_backbone_name(cfg.backbone.name)
     resolve_image_size(cfg.data, cfg.backbone)
+    resolve_preprocessing(cfg.data, cfg.backbone)
     monitor_task = str(cfg.training.monitor).split("/")
     if len(monitor_task) == 3 and monitor_task[1] not in cfg.data.tasks:
         raise ConfigError(
