@@ -71,6 +71,9 @@ class MultiTaskDataModule(L.LightningDataModule):
     #: True when the resolved tasks depend on the data (e.g. `classes: auto`): `tasks` then
     #: reads the data on first access; otherwise the tasks config is checked at construction.
     tasks_from_data: bool = False
+    #: Splits beyond train/val/test that a format provides (e.g. an official retrieval gallery);
+    #: they are built, fingerprinted and recorded in the data identity like val/test.
+    extra_splits: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -86,8 +89,12 @@ class MultiTaskDataModule(L.LightningDataModule):
         report_dir: str | None = None,
         preferred_image_size: int | None = None,
         preprocess: Mapping[str, Any] | None = None,
+        evaluation: Mapping[str, Any] | None = None,
     ) -> None:
+        """`evaluation`: evaluate.py's defaults for this data (e.g. its gallery and query splits),
+        read by the evaluation from the data config; kept here only as given."""
         super().__init__()
+        self.evaluation_defaults = dict(evaluation or {})
         self.tasks_cfg = tasks
         self._tasks: list[TaskSpec] | None = (
             None if self.tasks_from_data else tasks_from_config(tasks))
@@ -237,7 +244,7 @@ class MultiTaskDataModule(L.LightningDataModule):
         digest = hashlib.sha256()
         digest.update(json.dumps([t.__dict__ for t in self.tasks], sort_keys=True,
                                  default=dict).encode())
-        for split in SPLITS:
+        for split in (*SPLITS, *self.extra_splits):
             ds = self.splits[split]
             digest.update(split.encode())
             self.fingerprint_items(digest, ds)
@@ -259,7 +266,7 @@ class MultiTaskDataModule(L.LightningDataModule):
         if self._identity is None:
             self.setup()
             splits = {}
-            for split in IDENTITY_SPLITS:
+            for split in (*IDENTITY_SPLITS, *self.extra_splits):
                 items = self.split_items(split)
                 splits[split] = {"count": len(items), "sha256": items_sha256(items), "items": items}
             self._identity = {"fingerprint": self.fingerprint(), "splits": splits}

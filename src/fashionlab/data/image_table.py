@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -34,7 +34,7 @@ from fashionlab.data.datamodule import SPLITS, MultiTaskDataModule
 from fashionlab.data.file_dataset import FileImageDataset
 from fashionlab.data.table import balance as balancing
 from fashionlab.data.table import cap, check, classes, read, report, split
-from fashionlab.data.table.frame import ABS_PATH, FILE_KEY, ID, REL_PATH, PreparedTable
+from fashionlab.data.table.frame import ABS_PATH, BOX, FILE_KEY, ID, REL_PATH, PreparedTable
 from fashionlab.data.tasks import TASK_KINDS, TaskSpec
 from fashionlab.errors import ConfigError, DataNotFoundError
 
@@ -46,6 +46,9 @@ class ImageTableDataModule(MultiTaskDataModule):
     may fill `read_report` (written to read_report.json) and `class_order`."""
 
     tasks_from_data = True
+    #: {retrieval label: table column}: labels that decide which gallery images are relevant to a
+    #: query in evaluation (e.g. an item id), kept for every image whether or not a task uses them.
+    retrieval_label_columns: ClassVar[Mapping[str, str]] = {}
 
     def __init__(
         self,
@@ -133,7 +136,7 @@ class ImageTableDataModule(MultiTaskDataModule):
         tasks = classes.resolve_classes(table)
         targets = classes.encode(table, tasks)
         split_of = split.assign_splits(table, tasks, targets, self.split_by or self.main_task,
-                                       self.val_size, self.test_size, self.seed)
+                                       self.val_size, self.test_size, self.seed, self.extra_splits)
         split_of, capped = cap.cap_train(split_of, tasks, targets, self.balance, task, self.seed)
         keep = split_of != ""
         targets = {t: v[keep] for t, v in targets.items()}
@@ -154,7 +157,8 @@ class ImageTableDataModule(MultiTaskDataModule):
     def build_datasets(self, train_tf: Any, eval_tf: Any) -> dict[str, Dataset]:
         prepared = self.prepare_table()
         datasets: dict[str, Dataset] = {}
-        for name in SPLITS:
+        labels = self.retrieval_labels()
+        for name in (*SPLITS, *self.extra_splits):
             rows = np.flatnonzero(prepared.split == name)
             part = prepared.frame.iloc[rows]
             ds = FileImageDataset(
@@ -163,13 +167,32 @@ class ImageTableDataModule(MultiTaskDataModule):
                 train_tf if name == "train" else eval_tf,
                 ids=part[ID].tolist(),
                 rel_paths=part[REL_PATH].tolist(),
+                boxes=part[BOX].tolist() if BOX in part.columns else None,
             )
             ds.file_keys = part[FILE_KEY].tolist()
+            ds.retrieval_targets = {label: codes[rows] for label, (_, codes) in labels.items()}
             datasets[name] = ds
         if self.report_dir and not self._reports_written and rank_zero_only.rank == 0:
             self.write_reports(self.report_dir)
             self._reports_written = True
         return datasets
+
+    def retrieval_labels(self) -> dict[str, tuple[list[str], np.ndarray]]:
+        """{label: (names, each kept image's code into names)} of `retrieval_label_columns`
+        (names sorted; an image without the label has code -1)."""
+        frame = self.prepare_table().frame
+        out = {}
+        for label, column in self.retrieval_label_columns.items():
+            values = frame[column].map(lambda v: None if v is None or v != v else str(v))
+            names = sorted(set(values.dropna()))
+            index = {n: i for i, n in enumerate(names)}
+            out[label] = (names, np.array([index.get(v, -1) for v in values], dtype=np.int64))
+        return out
+
+    def retrieval_tasks(self) -> list[TaskSpec]:
+        """The retrieval labels as multiclass TaskSpecs (classes: the label names)."""
+        return [TaskSpec(name=label, kind="multiclass", classes=tuple(names))
+                for label, (names, _) in self.retrieval_labels().items()]
 
     def train_sampler(self) -> Sampler | None:
         if self.balance.sampler != "weighted":
@@ -185,6 +208,8 @@ class ImageTableDataModule(MultiTaskDataModule):
         """Relative path, size and quick hash (first/last 4 KiB) of every file of the split."""
         for rel, key in zip(dataset.rel_paths, dataset.file_keys, strict=True):
             digest.update(f"{rel}\t{key}\n".encode())
+        if dataset.boxes is not None:
+            digest.update(repr(dataset.boxes).encode())
 
     def split_items(self, split: str) -> list[Any]:
         """The split's files, relative to data.root (so an identical copy elsewhere matches)."""

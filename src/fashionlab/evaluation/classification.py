@@ -31,14 +31,15 @@ def per_class_table(task: TaskSpec, probs: torch.Tensor, targets: torch.Tensor) 
 def classification_report(tasks: list[TaskSpec], probs: dict[str, np.ndarray],
                           targets: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
     """Per task: acc, f1_macro, f1_weighted (torchmetrics, as in training), the per-class table
-    and the confusion matrix (rows = true class)."""
+    and the confusion matrix (rows = true class; None above MAX_CONFUSION_CLASSES classes)."""
     out: dict[str, dict[str, Any]] = {}
     for task in tasks:
         task_probs, task_targets = torch.as_tensor(probs[task.name]), torch.as_tensor(targets[task.name])
         metrics = TaskMetrics(task)
         metrics.update_probs(task_probs, task_targets)
         scalars = {k: float(v) for k, v in metrics.compute().items()}
-        confusion = metrics.details()["confusion"].cpu().numpy()
+        confusion = metrics.details()["confusion"]  # None: too many classes to keep one
+        confusion = None if confusion is None else confusion.cpu().numpy()
         out[task.name] = {**scalars, "per_class": per_class_table(task, task_probs, task_targets),
                           "confusion": confusion, "num_items": len(targets[task.name])}
     return out

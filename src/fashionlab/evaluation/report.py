@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from fashionlab.data.tasks import TaskSpec
 from fashionlab.errors import ConfigError
+from fashionlab.training.metrics import MAX_CONFUSION_CLASSES
 from fashionlab.training.reporting import wandb_confusion_chart
 
 
@@ -60,6 +61,10 @@ def write_report_md(path: Path, report: Mapping[str, Any], tasks: list[TaskSpec]
     ]
     for task in tasks:
         table = cls[task.name]["per_class"]
+        if task.num_classes > MAX_CONFUSION_CLASSES:  # e.g. thousands of item ids: report.json only
+            parts += ["", f"### {task.name}: per class", "",
+                      f"{task.num_classes} classes: the per-class table is in report.json"]
+            continue
         parts += ["", f"### {task.name}: per class", "",
                   markdown_table(list(table.columns), table.values.tolist())]
     ks = ret["ks"]
@@ -124,7 +129,7 @@ def log_to_wandb(settings: Mapping[str, Any], out: Path, report: Mapping[str, An
         for key in ("acc", "f1_macro", "f1_weighted"):
             summary[f"eval/test/{task.name}/{key}"] = c[key]
         payload[f"eval/test/{task.name}/per_class"] = wandb.Table(dataframe=c["per_class"])
-        if task.kind == "multiclass":
+        if task.kind == "multiclass" and c["confusion"] is not None:
             payload[f"eval/test/{task.name}/confusion_matrix"] = wandb_confusion_chart(
                 list(task.classes), c["confusion"], f"test {task.name} confusion matrix")
     retrieval = report["retrieval"]

@@ -29,6 +29,12 @@ from fashionlab.errors import ConfigError
 from fashionlab.evaluation.classification import classification_report, label_names, predicted_indices
 from fashionlab.evaluation.data_check import check_data_identity
 from fashionlab.evaluation.plots import plot_confusion, plot_retrieval_examples
+from fashionlab.evaluation.protocol import (
+    check_protocol,
+    protocol_summary,
+    retrieval_view,
+    with_data_protocol,
+)
 from fashionlab.evaluation.report import log_to_wandb, wandb_settings, write_report_md
 from fashionlab.fileio import write_json
 from fashionlab.models.checkpoint import LoadedCheckpoint, load_checkpoint
@@ -50,7 +56,6 @@ from fashionlab.training.reporting import finish_wandb
 from fashionlab.training.run import resolved_config
 
 log = logging.getLogger(__name__)
-SPLITS = ("train", "val", "test")
 
 
 def eval_dir_for(ckpt_path: str, log_dir: str, stamp: str | None = None) -> str:
@@ -272,9 +277,6 @@ def publish(staging: Path, out: Path) -> None:
 
 def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
-    for key in ("gallery", "query"):
-        if cfg[key] not in SPLITS:
-            raise ConfigError(f"{key}={cfg[key]!r}: expected one of {', '.join(SPLITS)}")
     out = Path(cfg.paths.output_dir)
     check_run_folder(out, kind="evaluation")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -306,6 +308,9 @@ def write_evaluation(cfg: DictConfig, out: Path, staging: Path, started: float,
     datamodule = safe_instantiate(data_cfg, str(loaded.path), DATA, key="hyper_parameters.config.data",
                                   _recursive_=False)
     datamodule.setup()
+    # The data's own protocol (query/gallery splits, Recall@k) where evaluate.py leaves them null.
+    cfg = with_data_protocol(cfg, data_cfg)
+    check_protocol(cfg, datamodule)
     data_check = check_data_identity(loaded.data_identity, datamodule.data_identity(), loaded.path,
                                      allow_changed=bool((cfg.get("data") or {}).get("allow_changed")))
     fingerprint = data_check["data_fingerprint"]
@@ -328,7 +333,10 @@ def write_evaluation(cfg: DictConfig, out: Path, staging: Path, started: float,
         else bool(cfg.retrieval.exclude_self)
     if exclude_self and cfg.gallery != cfg.query:
         raise ConfigError("retrieval.exclude_self=true needs gallery and query to be the same split")
-    retrieval, top_ids = retrieval_evaluation(cfg, tasks, gallery, query, index, info, exclude_self)
+    # Relevance from the data's retrieval labels (e.g. In-shop item ids) where it has them.
+    r_tasks, r_gallery, r_query = retrieval_view(cfg, tasks, datamodule, gallery, query)
+    retrieval, top_ids = retrieval_evaluation(cfg, r_tasks, r_gallery, r_query, index, info, exclude_self)
+    retrieval.update(protocol_summary(cfg))
     timings.update(retrieval.pop("timings"))
 
     np.save(staging / EMBEDDINGS_FILE, gallery.embeddings)
@@ -345,8 +353,8 @@ def write_evaluation(cfg: DictConfig, out: Path, staging: Path, started: float,
 
     figures = {f"confusion_{t.name}": plot_confusion(
         classification[t.name]["confusion"], t.classes, f"test {t.name}", staging / f"confusion_{t.name}.png")
-        for t in tasks if t.kind == "multiclass"}
-    figures["retrieval_examples"] = example_grid(cfg, tasks, gallery, query, top_ids, staging)
+        for t in tasks if t.kind == "multiclass" and classification[t.name]["confusion"] is not None}
+    figures["retrieval_examples"] = example_grid(cfg, r_tasks, r_gallery, r_query, top_ids, staging)
 
     timings["total_s"] = time.perf_counter() - started
     report = {

@@ -62,6 +62,15 @@ def relevance(query_labels: np.ndarray, gallery_labels: np.ndarray, ids: np.ndar
     return rel & found
 
 
+def recall_at_k(rel: np.ndarray, ks: tuple[int, ...]) -> dict[int, np.ndarray]:
+    """Per-query Recall@k for each k, as in the retrieval benchmarks (e.g. DeepFashion In-shop):
+    1.0 when at least one relevant gallery item is among the first k results, else 0.0.
+    `rel` is the (Q, K) relevance of the ranked results (a k beyond K counts the K results)."""
+    rel = np.asarray(rel, dtype=bool)
+    hit_rank = np.where(rel.any(axis=1), rel.argmax(axis=1) + 1, np.iinfo(np.int64).max)
+    return {int(k): (hit_rank <= k).astype(np.float64) for k in ks}
+
+
 def per_query_metrics(rel: np.ndarray, r: np.ndarray,
                       ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, np.ndarray]:
     """Per-query values of every metric from a (Q, K) relevance matrix and R per query."""
@@ -72,8 +81,8 @@ def per_query_metrics(rel: np.ndarray, r: np.ndarray,
     rel_r = rel & within_r
     hits_r = np.cumsum(rel_r, axis=1)
     out: dict[str, np.ndarray] = {"precision_at_1": rel[:, 0].astype(np.float64)}
-    for k in ks:
-        out[f"recall_at_{k}"] = rel[:, :k].any(axis=1).astype(np.float64)
+    for k, hits in recall_at_k(rel, ks).items():
+        out[f"recall_at_{k}"] = hits
     with np.errstate(invalid="ignore", divide="ignore"):
         out["r_precision"] = rel_r.sum(axis=1) / within_r.sum(axis=1)
         out["map_at_r"] = (hits_r * rel_r / ranks).sum(axis=1) / r

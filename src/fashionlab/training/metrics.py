@@ -24,6 +24,9 @@ from fashionlab.data.tasks import IGNORE_INDEX, TaskSpec
 from fashionlab.models.hierarchy import constrained_predictions
 
 SCALAR_METRICS = ("acc", "f1_macro", "f1_weighted")
+#: Multiclass tasks with more classes keep no confusion matrix (e.g. 3,600 In-shop items: 13M cells
+#: per stage on the device, a 13M-cell CSV, a W&B chart of 13M rows); per-class F1 is kept.
+MAX_CONFUSION_CLASSES = 100
 
 
 def to_probs(task: TaskSpec, logits: torch.Tensor) -> torch.Tensor:
@@ -46,7 +49,7 @@ class TaskMetrics(nn.Module):
                 "f1_weighted": MulticlassF1Score(average="weighted", **kw),
             })
             self.per_class_f1 = MulticlassF1Score(average="none", **kw)
-            self.confusion = MulticlassConfusionMatrix(**kw)
+            self.confusion = MulticlassConfusionMatrix(**kw) if n <= MAX_CONFUSION_CLASSES else None
         else:
             kw = {"num_labels": n, "ignore_index": IGNORE_INDEX}
             self.scalars = MetricCollection({
@@ -66,19 +69,23 @@ class TaskMetrics(nn.Module):
         target = target.long() if self.task.kind == "multiclass" else target.int()
         self.scalars.update(probs, target)
         self.per_class_f1.update(probs, target)
-        self.confusion.update(probs, target)
+        if self.confusion is not None:
+            self.confusion.update(probs, target)
 
     def compute(self) -> dict[str, torch.Tensor]:
         return dict(self.scalars.compute())
 
     def details(self) -> dict[str, torch.Tensor]:
-        """Per-class F1 (num_classes,) and the confusion matrix (multilabel: (L, 2, 2))."""
-        return {"per_class_f1": self.per_class_f1.compute(), "confusion": self.confusion.compute()}
+        """Per-class F1 (num_classes,) and the confusion matrix (multilabel: (L, 2, 2); None for a
+        task with more than MAX_CONFUSION_CLASSES classes)."""
+        return {"per_class_f1": self.per_class_f1.compute(),
+                "confusion": None if self.confusion is None else self.confusion.compute()}
 
     def reset(self) -> None:
         self.scalars.reset()
         self.per_class_f1.reset()
-        self.confusion.reset()
+        if self.confusion is not None:
+            self.confusion.reset()
 
 
 class StageMetrics(nn.Module):

@@ -66,10 +66,13 @@ def flat_metrics(results: Iterable[Mapping[str, Any]]) -> dict[str, float]:
 
 def task_tables(
     task: TaskSpec, details: Mapping[str, torch.Tensor]
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per-class F1 table, confusion matrix table with true classes as rows)."""
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(per-class F1 table, confusion matrix table with true classes as rows; None when the task
+    has too many classes to keep one, see metrics.MAX_CONFUSION_CLASSES)."""
     f1 = pd.DataFrame({"class": list(task.classes),
                        "f1": details["per_class_f1"].cpu().numpy().astype(float)})
+    if details["confusion"] is None:
+        return f1, None
     matrix = details["confusion"].cpu().numpy()
     if task.kind == "multiclass":
         confusion = pd.DataFrame(matrix, index=list(task.classes), columns=list(task.classes))
@@ -90,7 +93,8 @@ def write_task_tables(run_dir: Path, stage: str, tasks: list[TaskSpec],
             continue
         f1, confusion = task_tables(task, results[task.name])
         f1.to_csv(out / f"{stage}_{task.name}_per_class_f1.csv", index=False)
-        confusion.to_csv(out / f"{stage}_{task.name}_confusion.csv")
+        if confusion is not None:
+            confusion.to_csv(out / f"{stage}_{task.name}_confusion.csv")
 
 
 def wandb_confusion_chart(classes: list[str], confusion: np.ndarray, title: str) -> Any:
@@ -117,6 +121,8 @@ def log_wandb_tables(experiment: Any, stage: str, tasks: list[TaskSpec],
             continue
         f1, confusion = task_tables(task, results[task.name])
         payload[f"{stage}/{task.name}/per_class_f1"] = wandb.Table(dataframe=f1)
+        if confusion is None:
+            continue
         if task.kind == "multiclass":
             payload[f"{stage}/{task.name}/confusion_matrix"] = wandb_confusion_chart(
                 list(task.classes), confusion.to_numpy(), f"{stage} {task.name} confusion matrix")

@@ -14,6 +14,8 @@ from fashionlab.data.tasks import TaskSpec
 
 # Columns a reader provides (`path` and one column per task required, the others optional).
 PATH, SPLIT, ID, SOURCE = "path", "split", "id", "source"
+# Optional: the region (x_1, y_1, x_2, y_2) of the image to read (a crop box), or None.
+BOX = "box"
 # Columns the steps add.
 ABS_PATH, REL_PATH, FILE_KEY = "abs_path", "rel_path", "file_key"
 

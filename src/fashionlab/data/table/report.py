@@ -60,7 +60,7 @@ def balance_report(*, cfg: BalanceConfig, task: str | None, tasks: list[TaskSpec
         "skipped_bad_images": int(skipped),
         "dropped_rare": int(rare["dropped"]),
         "capped": removed,
-        "kept": {s: int((split == s).sum()) for s in SPLITS},
+        "kept": {s: int((split == s).sum()) for s in (*SPLITS, *sorted(set(split) - set(SPLITS)))},
         "classes": classes,
         "rare_classes": dict(rare["rare"]),
     }

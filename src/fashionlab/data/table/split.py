@@ -51,9 +51,9 @@ def split_labels(tasks: list[TaskSpec], targets: dict[str, np.ndarray], split_by
 
 
 def assign_splits(table: ImageTable, tasks: list[TaskSpec], targets: dict[str, np.ndarray],
-                  split_by: str | None, val_size: int | float, test_size: int | float, seed: int
-                  ) -> np.ndarray:
-    """Each row's split name ("train" / "val" / "test")."""
+                  split_by: str | None, val_size: int | float, test_size: int | float, seed: int,
+                  extra_splits: tuple[str, ...] = ()) -> np.ndarray:
+    """Each row's split name ("train" / "val" / "test", or one of the reader's `extra_splits`)."""
     frame = table.frame
     n = len(frame)
     has_official = SPLIT in frame.columns and frame[SPLIT].map(lambda v: not is_missing(v)).any()
@@ -69,9 +69,10 @@ def assign_splits(table: ImageTable, tasks: list[TaskSpec], targets: dict[str, n
         return split_of
     split_of = np.empty(n, dtype=object)
     for i, v in enumerate(frame[SPLIT]):
-        if is_missing(v) or str(v).strip() not in SPLITS:
+        if is_missing(v) or str(v).strip() not in (*SPLITS, *extra_splits):
             raise DataFormatError(f"{table.source(i)}: split is {v!r}; expected one of "
-                                  f"{', '.join(SPLITS)} (the data has an official partition)")
+                                  f"{', '.join((*SPLITS, *extra_splits))} (the data has an official "
+                                  f"partition)")
         split_of[i] = str(v).strip()
     if not (split_of == "train").any():
         raise DataFormatError(f"{table.name}: the official partition has no train images")
