@@ -281,3 +281,13 @@ def test_train_and_evaluate_with_the_official_protocol(inshop_root, tmp_path):
     assert 0 <= item["recall_at_1"] <= item["recall_at_2"] <= 1
     assert {"precision_at_1", "map_at_r"} <= set(item)
     assert "R@6" in (out / "report.md").read_text()
+
+
+def test_item_relevance_without_an_item_head(inshop_root):
+    tasks = {"clothes_type": TASKS["clothes_type"], "gender": {"kind": "multiclass", "classes": "auto"}}
+    dm = DeepFashionInShopDataModule(root=str(inshop_root), tasks=tasks, transforms=TRANSFORMS, image_size=16,
+                                     val_items=2, main_task="clothes_type")
+    dm.setup()
+    assert [t.name for t in dm.tasks] == ["clothes_type", "gender"]
+    assert dm.tasks[1].classes == ("MEN", "WOMEN")
+    assert len(set(dm.splits["gallery"].retrieval_targets["item"])) == 3
