@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import time
 from datetime import datetime
@@ -43,6 +42,7 @@ from faiss.contrib.ivf_tools import add_preassigned
 
 from fashionlab.data.idx import read_idx
 from fashionlab.errors import ConfigError, DataFormatError, DataNotFoundError, FashionlabError
+from fashionlab.provenance import cpu_model, git_info
 from fashionlab.retrieval.index import index_plan, search
 from fashionlab.retrieval.metrics import recall_vs_exact
 
@@ -346,23 +346,10 @@ def run_case(data: str, n: int, d: int, args: argparse.Namespace) -> tuple[list[
 
 
 def provenance() -> dict[str, Any]:
-    """Command, commit and the machine, for results.json."""
-    def git(*cmd: str) -> str | None:
-        try:
-            return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True,
-                                  check=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    cpu = platform.machine()
-    with contextlib.suppress(OSError, StopIteration):
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"command": shlex.join(["python", *sys.argv]), "git_commit": git("rev-parse", "HEAD"),
-            "git_dirty": None if status is None else bool(status),
+    """Command, commit and the machine, for results.json (the project's shared provenance)."""
+    return {"command": shlex.join(["python", *sys.argv]), **git_info(ROOT),
             "date": datetime.now().isoformat(timespec="seconds"),
-            "hardware": {"cpu": cpu, "cpu_cores": os.cpu_count(), "ram_gb": round(
+            "hardware": {"cpu": cpu_model(), "cpu_cores": os.cpu_count(), "ram_gb": round(
                 os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
                 "faiss_threads": faiss.omp_get_max_threads(), "nice": os.nice(0),
                 "load_average": os.getloadavg(), "platform": platform.platform()},
