@@ -19,9 +19,9 @@ from wandb_records import history_and_summary
 
 from fashionlab.errors import CheckpointError, ManifestMismatchError
 from fashionlab.evaluation.run import eval_loader
-from fashionlab.models.checkpoint import file_sha256, load_checkpoint
+from fashionlab.inference.checkpoint import file_sha256, load_checkpoint
+from fashionlab.inference.embed import extract
 from fashionlab.retrieval.catalogue import Catalogue
-from fashionlab.retrieval.embed import extract
 
 from conftest import run_script
 

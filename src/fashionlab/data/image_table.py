@@ -37,8 +37,8 @@ from fashionlab.data.file_dataset import FileImageDataset, relative_to
 from fashionlab.data.images import check_images
 from fashionlab.data.splits import stratified_split
 from fashionlab.data.tables import is_missing
-from fashionlab.data.tasks import IGNORE_INDEX, TASK_KINDS, TaskSpec, tasks_from_config
 from fashionlab.errors import BadImageError, ConfigError, DataFormatError, DataNotFoundError
+from fashionlab.tasks import IGNORE_INDEX, TASK_KINDS, TaskSpec, tasks_from_config
 
 log = logging.getLogger(__name__)
 

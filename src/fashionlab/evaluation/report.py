@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from fashionlab.data.tasks import TaskSpec
 from fashionlab.errors import ConfigError
+from fashionlab.tasks import TaskSpec
 
 
 def to_jsonable(value: Any) -> Any:

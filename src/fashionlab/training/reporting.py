@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from fashionlab.data.tasks import TaskSpec
+from fashionlab.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
 
