@@ -88,7 +88,8 @@ def read_shards(folder: str | Path) -> list[dict[str, np.ndarray]]:
 
 @contextmanager
 def _quiet_lightning() -> Iterator[None]:
-    """Without Lightning's per-trainer banner (GPU/TPU available) and its worker-count hint."""
+    """Without Lightning's per-trainer banner (GPU/TPU available), its worker-count hint and a
+    torch/Lightning version deprecation notice, all repeated at each prediction."""
     names = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda")
     loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
@@ -97,6 +98,7 @@ def _quiet_lightning() -> Iterator[None]:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=PossibleUserWarning)
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
             yield
     finally:
         for lg, level in zip(loggers, levels, strict=True):
