@@ -28,7 +28,7 @@ class MultiTaskClassifier(L.LightningModule):
 
     Optimizer parameter groups: `heads` at the optimizer's lr, `backbone` at
     lr * backbone_lr_scale; the backbone's schedule starts when it is unfrozen, after
-    `freeze_epochs` epochs' worth of steps (`schedulers.plan_steps`). `results[stage]` keeps
+    `freeze_epochs` epochs' worth of steps (`models.steps.plan_steps`). `results[stage]` keeps
     the last per-class F1 and confusion matrices of each task for reporting.
 
     `mixup` (model.mixup: timm Mixup/CutMix options) mixes training batches and trains every task
