@@ -15,9 +15,9 @@ from torchmetrics.classification import MultilabelAccuracy, MultilabelF1Score
 
 from fashionlab.data.fashion_mnist import FILES
 from fashionlab.data.idx import write_idx
-from fashionlab.data.tasks import TaskSpec
 from fashionlab.evaluation.classification import classification_report
-from fashionlab.training.metrics import TaskMetrics
+from fashionlab.models.metrics import TaskMetrics
+from fashionlab.tasks import TaskSpec
 
 from conftest import make_fashion_mnist_like, run_script, tiny_overrides
 

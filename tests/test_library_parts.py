@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import Callback as LightningCallback
 from PIL import Image
 from wandb_records import read_records
 
-from fashionlab.data.tasks import TaskSpec
+from fashionlab.tasks import TaskSpec
 from fashionlab.evaluation.classification import per_class_table
 from fashionlab.evaluation.plots import plot_confusion
 from fashionlab.evaluation.report import markdown_table

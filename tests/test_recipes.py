@@ -11,10 +11,10 @@ from timm.data import Mixup
 from timm.data.mixup import mixup_target
 from timm.loss import SoftTargetCrossEntropy
 
-from fashionlab.data.tasks import TaskSpec
 from fashionlab.errors import ConfigError
-from fashionlab.training.losses import MultiTaskLoss
-from fashionlab.training.mixing import BatchMixer
+from fashionlab.models.losses import MultiTaskLoss
+from fashionlab.models.mixing import BatchMixer
+from fashionlab.tasks import TaskSpec
 from fashionlab.training.run import train
 from fashionlab.training.schedulers import cosine_with_warmup
 

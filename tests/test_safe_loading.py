@@ -20,7 +20,7 @@ from PIL import Image
 from fashionlab.cli import main
 from fashionlab.config_safety import check_targets, safe_instantiate
 from fashionlab.errors import CheckpointError, FashionlabError, UnsafeConfigError
-from fashionlab.models.checkpoint import load_checkpoint
+from fashionlab.inference.checkpoint import load_checkpoint
 
 from conftest import CONF, run_script, tiny_overrides
 

@@ -14,8 +14,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from wandb_records import history_and_summary
 
-from fashionlab.data.tasks import tasks_from_config
 from fashionlab.errors import ConfigError, DataNotFoundError, UnknownBackboneError
+from fashionlab.tasks import tasks_from_config
 from fashionlab.training.run import (
     build_callbacks,
     build_datamodule,

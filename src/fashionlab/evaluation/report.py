@@ -11,8 +11,8 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig
 
-from fashionlab.data.tasks import TaskSpec
 from fashionlab.errors import ConfigError
+from fashionlab.tasks import TaskSpec
 from fashionlab.training.reporting import wandb_confusion_chart
 
 

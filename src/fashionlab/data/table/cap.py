@@ -11,7 +11,7 @@ import pandas as pd
 from fashionlab.data.table.balance import BalanceConfig
 from fashionlab.data.table.classes import class_list
 from fashionlab.data.table.frame import ImageTable
-from fashionlab.data.tasks import TaskSpec
+from fashionlab.tasks import TaskSpec
 from fashionlab.errors import ConfigError
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from fashionlab.data.table.frame import AUTO, SOURCE, ImageTable
-from fashionlab.data.tasks import IGNORE_INDEX, TaskSpec, tasks_from_config
+from fashionlab.tasks import IGNORE_INDEX, TaskSpec, tasks_from_config
 from fashionlab.errors import ConfigError, DataFormatError
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import pandas as pd
 
 from fashionlab.data.datamodule import SPLITS
 from fashionlab.data.table.balance import BalanceConfig
-from fashionlab.data.tasks import TaskSpec
+from fashionlab.tasks import TaskSpec
 from fashionlab.fileio import write_json
 
 log = logging.getLogger(__name__)

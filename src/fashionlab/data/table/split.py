@@ -11,7 +11,7 @@ from fashionlab.data.datamodule import SPLITS
 from fashionlab.data.splits import stratified_split
 from fashionlab.data.table.frame import SPLIT, ImageTable
 from fashionlab.data.tables import is_missing
-from fashionlab.data.tasks import TaskSpec
+from fashionlab.tasks import TaskSpec
 from fashionlab.errors import ConfigError, DataFormatError
 
 log = logging.getLogger(__name__)
