@@ -58,6 +58,7 @@ def test_evaluate_missing_checkpoint_is_one_line(tmp_path):
     assert_one_line_error(proc, "checkpoint not found: /nonexistent.ckpt")
 
 
+@pytest.mark.slow
 def test_evaluate_bad_value_is_one_line(tiny_run, tmp_path):
     proc = run_script("evaluate.py", f"ckpt_path={tiny_run / 'checkpoints' / 'best.ckpt'}",
                       "retrieval.within_label=nosuch", f"hydra.run.dir={tmp_path}", "progress=false",
@@ -65,6 +66,7 @@ def test_evaluate_bad_value_is_one_line(tiny_run, tmp_path):
     assert_one_line_error(proc, "retrieval.within_label='nosuch'")
 
 
+@pytest.mark.slow
 def test_evaluate_unknown_split_is_one_line(tiny_run, tmp_path):
     proc = run_script("evaluate.py", f"ckpt_path={tiny_run / 'checkpoints' / 'best.ckpt'}",
                       "query=nosuch", f"hydra.run.dir={tmp_path}", "progress=false", timeout=300)

@@ -25,6 +25,9 @@ from fashionlab.retrieval.embed import extract
 
 from conftest import run_script
 
+# Every test here uses the session's tiny trained run.
+pytestmark = pytest.mark.slow
+
 TASKS = ("article", "category")
 
 

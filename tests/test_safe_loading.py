@@ -103,6 +103,7 @@ def test_cli_refuses_hostile_checkpoint(command, hostile_ckpt, query_png, made, 
 
 
 @pytest.mark.parametrize("command", ["similar", "profile"])
+@pytest.mark.slow
 def test_cli_refuses_hostile_checkpoint_with_index(command, hostile_ckpt, tiny_eval_dir, query_png, made,
                                                    capsys, tmp_path):
     code, err = cli(capsys, command, query_png, "--index", tiny_eval_dir, "--ckpt", hostile_ckpt,
@@ -125,6 +126,7 @@ def test_console_script_refuses_hostile_checkpoint(hostile_ckpt, query_png, made
     assert_refused(result.returncode, result.stderr, "optimizer._target_", made)
 
 
+@pytest.mark.slow
 def test_app_loader_refuses_hostile_files(hostile_ckpt, hostile_eval_dir, tiny_eval_dir, made):
     from fashionlab.recommend.catalogue_io import open_index
 
@@ -155,6 +157,7 @@ def test_evaluate_script_refuses_hostile_checkpoint(hostile_ckpt, tmp_path, made
     assert not made.exists()
 
 
+@pytest.mark.slow
 def test_weights_that_fail_to_load_run_nothing_either(tiny_run, tmp_path, made):
     """The issue's example: only optimizer._target_ is os.makedirs and the weights do not fit."""
 
@@ -168,6 +171,7 @@ def test_weights_that_fail_to_load_run_nothing_either(tiny_run, tmp_path, made):
     assert not made.exists()
 
 
+@pytest.mark.slow
 def test_nested_transform_in_checkpoint_is_found(tiny_run, tmp_path, made):
     def edit(checkpoint):
         checkpoint["hyper_parameters"]["config"]["data"]["transforms"]["eval"]["transforms"][1] = (
@@ -179,6 +183,7 @@ def test_nested_transform_in_checkpoint_is_found(tiny_run, tmp_path, made):
     assert not made.exists()
 
 
+@pytest.mark.slow
 def test_nested_transform_in_manifest_is_found(tiny_eval_dir, tmp_path, made):
     from fashionlab.retrieval.catalogue import Catalogue
 
@@ -194,6 +199,7 @@ def test_nested_transform_in_manifest_is_found(tiny_eval_dir, tmp_path, made):
 # ---- the checker itself -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_project_configs_pass(tiny_run):
     """The configs the project offers (every optimizer, scheduler, logger, callbacks and data
     option, as a checkpoint stores them) are all allowed."""

@@ -58,6 +58,7 @@ def tiny_train_overrides(data_root: Path) -> list[str]:
             "trainer.limit_val_batches=1", "backbone.pretrained=false", "logger=csv"]
 
 
+@pytest.mark.slow
 def test_sweep_applies_command_line_train_overrides_to_every_trial(fmnist_dir, tmp_path):
     sweep_dir = tmp_path / "sweep"
     train = tiny_train_overrides(fmnist_dir)
