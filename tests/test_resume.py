@@ -53,6 +53,7 @@ def only_run_folder(logs: Path) -> Path:
     return runs[0]
 
 
+@pytest.mark.slow
 def test_kill_mid_epoch_and_resume_matches_uninterrupted_run(fmnist_dir, tmp_path):
     """3 epochs of 7 steps with augmentation and dropout, backbone trained throughout, default
     sanity check; SIGKILL at step 10 (mid epoch 2), resumed from the epoch-1 last.ckpt."""
