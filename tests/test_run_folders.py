@@ -68,6 +68,7 @@ def test_a_folder_holding_a_run_is_refused(compose_cfg, fmnist_dir, tmp_path):
     assert (out / "metrics.json").read_text() == "{}"
 
 
+@pytest.mark.slow
 def test_cli_refuses_an_explicit_non_empty_run_dir(fmnist_dir, tmp_path):
     out = tmp_path / "used"
     (out / ".hydra").mkdir(parents=True)

@@ -97,6 +97,7 @@ def assert_refused(code: int, err: str, key: str, made: Path) -> None:
 
 
 @pytest.mark.parametrize("command", ["predict", "wardrobe"])
+@pytest.mark.slow
 def test_cli_refuses_hostile_checkpoint(command, hostile_ckpt, query_png, made, capsys):
     code, err = cli(capsys, command, query_png.parent, "--ckpt", hostile_ckpt, "--quiet")
     assert_refused(code, err, "optimizer._target_", made)
@@ -112,6 +113,7 @@ def test_cli_refuses_hostile_checkpoint_with_index(command, hostile_ckpt, tiny_e
 
 
 @pytest.mark.parametrize("command", ["similar", "profile"])
+@pytest.mark.slow
 def test_cli_refuses_hostile_evaluation_folder(command, hostile_eval_dir, query_png, made, capsys,
                                                tmp_path):
     args = ["--random"] if command == "similar" else [query_png]
@@ -119,6 +121,7 @@ def test_cli_refuses_hostile_evaluation_folder(command, hostile_eval_dir, query_
     assert_refused(code, err, "data._target_", made)
 
 
+@pytest.mark.slow
 def test_console_script_refuses_hostile_checkpoint(hostile_ckpt, query_png, made):
     """A real process: exit status 2, one line on stderr naming the key."""
     result = run_script("-m", "fashionlab", "predict", str(query_png.parent), "--ckpt", str(hostile_ckpt),
@@ -138,6 +141,7 @@ def test_app_loader_refuses_hostile_files(hostile_ckpt, hostile_eval_dir, tiny_e
     assert not made.exists()
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_hostile_checkpoint(hostile_ckpt, tmp_path, made):
     from fashionlab.evaluation.run import evaluate
 
@@ -149,6 +153,7 @@ def test_evaluate_refuses_hostile_checkpoint(hostile_ckpt, tmp_path, made):
     assert not made.exists()
 
 
+@pytest.mark.slow
 def test_evaluate_script_refuses_hostile_checkpoint(hostile_ckpt, tmp_path, made):
     result = run_script("evaluate.py", f"ckpt_path={hostile_ckpt}", f"hydra.run.dir={tmp_path / 'out'}",
                         "progress=false", "wandb.log=false", timeout=300)
@@ -313,6 +318,7 @@ def test_train_refuses_a_resume_url(fmnist_dir, tmp_path):
             train(cfg)
 
 
+@pytest.mark.slow
 def test_resume_refuses_hostile_checkpoint(hostile_ckpt, made):
     """train.py ckpt_path=... resumes with the checkpoint's own config: it is checked first."""
     proc = run_script("train.py", f"ckpt_path={hostile_ckpt}", "logger=none", timeout=300)

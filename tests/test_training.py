@@ -87,6 +87,7 @@ class BackboneSnapshots(Callback):
         self.heads.append(net.heads["article"][-1].weight.detach().clone())
 
 
+@pytest.mark.slow
 def test_freeze_then_unfreeze(compose_cfg, fmnist_dir, tmp_path):
     cfg = compose_cfg([*tiny_overrides(fmnist_dir, tmp_path), "trainer.max_epochs=2",
                        "training.freeze_epochs=1"])
