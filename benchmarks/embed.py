@@ -24,8 +24,8 @@ from hydra.utils import instantiate
 from fashionlab.config_safety import DATA, safe_instantiate
 from fashionlab.evaluation.run import eval_loader
 from fashionlab.inference.checkpoint import load_checkpoint
-from fashionlab.models.build import build_module
 from fashionlab.inference.embed import extract
+from fashionlab.models.build import build_module
 from fashionlab.training.run import prepare_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,6 +26,9 @@ from fashionlab.retrieval.catalogue import Catalogue
 
 from conftest import run_script
 
+# Every test here uses the session's tiny trained run.
+pytestmark = pytest.mark.slow
+
 TASKS = ("article", "category")
 
 
