@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: install data quickstart test lint benchmark
+.PHONY: install data quickstart test test-fast test-gpu docs lint benchmark
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,20 @@ quickstart: install data
 lint: install
 	$(BIN)/ruff check .
 
-test: install data lint
+# The docs site, strict: a broken link or anchor, or a docs page missing from mkdocs.yml's nav, fails.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
+# Every tier (what CI runs, via .ci/run); gpu tests skip without CUDA.
+test: install data lint docs
 	$(BIN)/python -m pytest
+
+# The unit tier: no training runs, browser, PostgreSQL server or GPU (see docs/contributing.md).
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow and not browser and not postgres and not gpu"
+
+test-gpu: install data
+	$(BIN)/python -m pytest -m gpu
 
 benchmark: install data
 	$(BIN)/python benchmarks/train_overhead.py

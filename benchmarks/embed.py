@@ -1,4 +1,4 @@
-"""Embedding extraction overhead: `fashionlab.retrieval.embed.extract` (normalised embeddings and
+"""Embedding extraction overhead: `fashionlab.inference.embed.extract` (normalised embeddings and
 class probabilities, copied out batch by batch) vs the bare model forward on the same pre-built
 batches, with memory-format and torch.compile variants (CPU by default).
 
@@ -23,8 +23,9 @@ from hydra.utils import instantiate
 
 from fashionlab.config_safety import DATA, safe_instantiate
 from fashionlab.evaluation.run import eval_loader
-from fashionlab.models.checkpoint import build_module, load_checkpoint
-from fashionlab.retrieval.embed import extract
+from fashionlab.inference.checkpoint import load_checkpoint
+from fashionlab.inference.embed import extract
+from fashionlab.models.build import build_module
 from fashionlab.training.run import prepare_config
 
 ROOT = Path(__file__).resolve().parents[1]

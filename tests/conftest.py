@@ -22,6 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 SYSTEM_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
+# Fixture modules registered as plugins: fixtures_runs holds the session fixtures `tiny_run`
+# (a tiny trained run) and `tiny_eval_dir` (its evaluation directory).
+pytest_plugins = ["fixtures_runs"]
+
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 os.environ.setdefault("WANDB_SILENT", "true")
 
@@ -105,6 +109,3 @@ def start_script(*args: str, cwd: Path = ROOT, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, *args], cwd=cwd, env={**os.environ, **SCRIPT_ENV},
                             **kwargs)
 
-
-# Session fixtures `tiny_run` (a tiny trained run) and `tiny_eval_dir` (its evaluation directory).
-from fixtures_runs import tiny_eval_dir, tiny_run  # noqa: E402, F401

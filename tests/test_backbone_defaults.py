@@ -66,6 +66,7 @@ def same_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool
 # -- resolution ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("option", BACKBONES)
+@pytest.mark.slow
 def test_min_input_size_runs_forward(option):
     """Each config's min_input_size is an input timm's model accepts (inception_v3 and vgg16 not
     one pixel less)."""
@@ -98,6 +99,7 @@ def test_auto_image_size_is_preferred_raised_to_minimum(option, compose_cfg, fmn
     assert resolved_config(cfg)["data"]["preprocess"]["input_size"] == expected
 
 
+@pytest.mark.slow
 def test_xception_on_fashion_mnist_trains_at_71px(compose_cfg, fmnist_dir, tmp_path, caplog):
     cfg = compose_cfg([*tiny_overrides(fmnist_dir, tmp_path), "backbone=xception",
                        "backbone.pretrained=false", "data.batch_size=4", "trainer.fast_dev_run=true"])
@@ -219,6 +221,7 @@ def test_download_can_be_forbidden(empty_caches):
     assert_ways_out(str(info.value))
 
 
+@pytest.mark.slow
 def test_train_script_offline_is_one_line(fmnist_dir, tmp_path, monkeypatch):
     """train.py with a backbone whose weights are not cached, offline: one line, status 2."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

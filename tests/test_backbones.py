@@ -90,6 +90,7 @@ def test_weights_from_hugging_face_cache(empty_caches):
 
 
 @pytest.mark.parametrize("backbone", NAMED)
+@pytest.mark.slow
 def test_fast_dev_run_every_backbone(backbone, compose_cfg, fmnist_dir, tmp_path):
     size = {"inception_v3": 75, "xception": 71}.get(backbone, 32)
     cfg = compose_cfg([

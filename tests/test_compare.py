@@ -171,6 +171,7 @@ def real_multirun(fmnist_dir, tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_multirun_jobs_share_a_wandb_group_and_record_size_and_speed(real_multirun):
     for job in ("0", "1"):
         (run_file,) = (real_multirun / job / "wandb").glob("offline-run-*/run-*.wandb")
@@ -182,6 +183,7 @@ def test_multirun_jobs_share_a_wandb_group_and_record_size_and_speed(real_multir
         assert metrics["env_torch_version"] == torch.__version__.split("+")[0]
 
 
+@pytest.mark.slow
 def test_record_two_tiny_runs(real_multirun, tmp_path, capsys):
     argv = ["record", "tiny", "--runs", str(real_multirun / "0"), str(real_multirun / "1"),
             "--command", "python train.py -m optimizer.lr=0.01,0.002", "--into", str(tmp_path)]

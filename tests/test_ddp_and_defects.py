@@ -15,9 +15,9 @@ from torchmetrics.classification import MultilabelAccuracy, MultilabelF1Score
 
 from fashionlab.data.fashion_mnist import FILES
 from fashionlab.data.idx import write_idx
-from fashionlab.data.tasks import TaskSpec
 from fashionlab.evaluation.classification import classification_report
-from fashionlab.training.metrics import TaskMetrics
+from fashionlab.models.metrics import TaskMetrics
+from fashionlab.tasks import TaskSpec
 
 from conftest import make_fashion_mnist_like, run_script, tiny_overrides
 
@@ -38,6 +38,7 @@ def confusion_total(run_dir: Path, stage: str, task: str) -> int:
     return int(table.to_numpy().sum())
 
 
+@pytest.mark.slow
 def test_ddp_val_and_test_metrics_count_each_item_once(tmp_path):
     """Two CPU processes (gloo) on splits of odd size: the distributed sampler would pad each
     split to an even length by repeating items; the confusion matrices must sum to the sizes."""
@@ -137,6 +138,7 @@ class BackboneRecorder(L.Callback):
     (10, 7),  # 120 train items / batch 16 = 7 steps an epoch: unfrozen after freeze_epochs=1
     (5, 2),   # the budget ends within the frozen epoch: unfrozen half-way instead
 ])
+@pytest.mark.slow
 def test_max_steps_run_unfreezes_the_backbone(compose_cfg, fmnist_dir, tmp_path, max_steps,
                                               unfreeze_step):
     from fashionlab.training.run import train

@@ -27,37 +27,46 @@ def assert_one_line_error(proc, *expected: str) -> str:
     return lines[0]
 
 
-# Cases that fail during Hydra's composition (before torch is imported: fast).
+def case(script: str, args: list[str], expected: list[str], slow: bool = False):
+    return pytest.param(script, args, expected, id=f"{script}-{'-'.join(args) or 'none'}",
+                        marks=pytest.mark.slow if slow else ())
+
+
+# Cases that fail during Hydra's composition. train.py's and sweep.py's search-space errors come
+# before torch is imported (fast); evaluate.py imports its pipeline first and sweep.py composes the
+# train config, seconds of CPU each (slow tier).
 COMPOSITION = [
-    ("train.py", ["backbone=nosuch"], ["Could not find 'backbone/nosuch'", "xception"]),
-    ("train.py", ["trainer.nosuch=1"], ["trainer.nosuch", "+trainer.nosuch=1"]),
-    ("train.py", ["trainer.max_epochs=["], ["no viable alternative"]),
-    ("evaluate.py", ["backbone=nosuch"], ["Could not override 'backbone'"]),
-    ("evaluate.py", [], ["Missing mandatory value: ckpt_path"]),
-    ("sweep.py", ["backbone=nosuch"],
-     ["train overrides backbone=nosuch", "Could not find 'backbone/nosuch'"]),
-    ("sweep.py", ["search_space=nosuch"], ["Could not find 'search_space/nosuch'", "default, lr"]),
+    case("train.py", ["backbone=nosuch"], ["Could not find 'backbone/nosuch'", "xception"]),
+    case("train.py", ["trainer.nosuch=1"], ["trainer.nosuch", "+trainer.nosuch=1"]),
+    case("train.py", ["trainer.max_epochs=["], ["no viable alternative"]),
+    case("evaluate.py", ["backbone=nosuch"], ["Could not override 'backbone'"], slow=True),
+    case("evaluate.py", [], ["Missing mandatory value: ckpt_path"], slow=True),
+    case("sweep.py", ["backbone=nosuch"],
+         ["train overrides backbone=nosuch", "Could not find 'backbone/nosuch'"], slow=True),
+    case("sweep.py", ["search_space=nosuch"], ["Could not find 'search_space/nosuch'", "default, lr"]),
 ]
 
 
-@pytest.mark.parametrize(("script", "args", "expected"), COMPOSITION,
-                         ids=[f"{s}-{'-'.join(a) or 'none'}" for s, a, _ in COMPOSITION])
+@pytest.mark.parametrize(("script", "args", "expected"), COMPOSITION)
 def test_hydra_errors_are_one_line(script, args, expected, tmp_path):
     proc = run_script(script, *args, f"hydra.run.dir={tmp_path}", timeout=300)
     assert_one_line_error(proc, *expected)
 
 
+@pytest.mark.slow  # imports torch before failing
 def test_train_bad_value_is_one_line(tmp_path):
     proc = run_script("train.py", "trainer.max_epochs=abc", f"hydra.run.dir={tmp_path}", timeout=300)
     assert_one_line_error(proc, "trainer.max_epochs='abc'")
 
 
+@pytest.mark.slow  # imports torch before failing
 def test_evaluate_missing_checkpoint_is_one_line(tmp_path):
     proc = run_script("evaluate.py", "ckpt_path=/nonexistent.ckpt", f"hydra.run.dir={tmp_path}",
                       timeout=300)
     assert_one_line_error(proc, "checkpoint not found: /nonexistent.ckpt")
 
 
+@pytest.mark.slow
 def test_evaluate_bad_value_is_one_line(tiny_run, tmp_path):
     proc = run_script("evaluate.py", f"ckpt_path={tiny_run / 'checkpoints' / 'best.ckpt'}",
                       "retrieval.within_label=nosuch", f"hydra.run.dir={tmp_path}", "progress=false",
@@ -65,12 +74,14 @@ def test_evaluate_bad_value_is_one_line(tiny_run, tmp_path):
     assert_one_line_error(proc, "retrieval.within_label='nosuch'")
 
 
+@pytest.mark.slow
 def test_evaluate_unknown_split_is_one_line(tiny_run, tmp_path):
     proc = run_script("evaluate.py", f"ckpt_path={tiny_run / 'checkpoints' / 'best.ckpt'}",
                       "query=nosuch", f"hydra.run.dir={tmp_path}", "progress=false", timeout=300)
     assert_one_line_error(proc, "query='nosuch'", "train, val, test")
 
 
+@pytest.mark.slow  # imports torch before failing
 def test_sweep_bad_value_is_one_line(tmp_path):
     proc = run_script("sweep.py", "sweep.pruner=nosuch", f"hydra.run.dir={tmp_path}", timeout=300)
     assert_one_line_error(proc, "sweep.pruner='nosuch'")
@@ -78,7 +89,7 @@ def test_sweep_bad_value_is_one_line(tmp_path):
 
 @pytest.mark.parametrize(("script", "args"), [
     ("train.py", ["backbone=nosuch"]),
-    ("evaluate.py", ["ckpt_path=/nonexistent.ckpt"]),
+    pytest.param("evaluate.py", ["ckpt_path=/nonexistent.ckpt"], marks=pytest.mark.slow),
 ])
 def test_hydra_full_error_shows_the_traceback(script, args, tmp_path, monkeypatch):
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")

@@ -71,6 +71,7 @@ def folder_labels(gallery: pd.DataFrame) -> list[str]:
     return [Path(p).parent.name for p in gallery["path"]]
 
 
+@pytest.mark.slow
 def test_checkpoint_stores_fingerprint_and_split_items(folder_run):
     data, run = folder_run
     identity = stored_identity(run / "checkpoints" / "best.ckpt")
@@ -81,6 +82,7 @@ def test_checkpoint_stores_fingerprint_and_split_items(folder_run):
     assert all((data / p).is_file() for p in test["items"]), "items are paths relative to data.root"
 
 
+@pytest.mark.slow
 def test_same_data_and_an_identical_copy_evaluate(folder_run, tmp_path):
     data, run = folder_run
     report = evaluate(run, tmp_path / "same")
@@ -93,6 +95,7 @@ def test_same_data_and_an_identical_copy_evaluate(folder_run, tmp_path):
     assert gallery["label"].tolist() == folder_labels(gallery)
 
 
+@pytest.mark.slow
 def test_two_class_copy_is_refused(folder_run, tmp_path):
     _, run = folder_run
     two = write_folder(tmp_path / "two", CLASSES[1:])
@@ -105,6 +108,7 @@ def test_two_class_copy_is_refused(folder_run, tmp_path):
     assert not (tmp_path / "out" / "report.json").exists()
 
 
+@pytest.mark.slow
 def test_added_image_is_refused_unless_allowed(folder_run, tmp_path):
     data, run = folder_run
     grown = shutil.copytree(data, tmp_path / "grown")
@@ -119,6 +123,7 @@ def test_added_image_is_refused_unless_allowed(folder_run, tmp_path):
     assert "data.allow_changed" in md and report["training_data_fingerprint"][:16] in md
 
 
+@pytest.mark.slow
 def test_gallery_labels_use_the_checkpoints_class_order(folder_run, tmp_path):
     """Without "coat", `classes: auto` would make dress class 0; the checkpoint's order is imposed."""
     _, run = folder_run
@@ -134,6 +139,7 @@ def test_gallery_labels_use_the_checkpoints_class_order(folder_run, tmp_path):
     assert manifest["data"]["tasks"]["label"]["classes"] == list(CLASSES)
 
 
+@pytest.mark.slow
 def test_old_checkpoint_without_identity_is_evaluated_with_a_warning(folder_run, tmp_path, caplog):
     _, run = folder_run
     old = tmp_path / "old"
@@ -147,6 +153,7 @@ def test_old_checkpoint_without_identity_is_evaluated_with_a_warning(folder_run,
     assert any("data identity" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.slow
 def test_cli_refusal_is_one_line(folder_run, tmp_path):
     _, run = folder_run
     two = write_folder(tmp_path / "two", CLASSES[1:])
@@ -156,6 +163,7 @@ def test_cli_refusal_is_one_line(folder_run, tmp_path):
     assert "data.allow_changed=true" in result.stderr
 
 
+@pytest.mark.slow
 def test_index_from_other_data_is_refused_by_recommend(folder_run, tmp_path):
     from fashionlab.recommend.catalogue_io import open_index
 

@@ -20,11 +20,14 @@ from wandb_records import history_and_summary
 from fashionlab.errors import CheckpointError, ManifestMismatchError
 from fashionlab.evaluation.run import eval_loader
 from fashionlab.fileio import file_digest
-from fashionlab.models.checkpoint import load_checkpoint
+from fashionlab.inference.checkpoint import load_checkpoint
+from fashionlab.inference.embed import extract
 from fashionlab.retrieval.catalogue import Catalogue
-from fashionlab.retrieval.embed import extract
 
 from conftest import run_script
+
+# Every test here uses the session's tiny trained run.
+pytestmark = pytest.mark.slow
 
 TASKS = ("article", "category")
 

@@ -170,6 +170,7 @@ def test_experiment_config_composes(compose_cfg, fmnist_dir, tmp_path):
     assert set(cfg.data.tasks) == {"article", "category", "colour", "pattern"}
 
 
+@pytest.mark.slow
 def test_fast_dev_run_trains_all_four_heads(compose_cfg, fmnist_dir, tmp_path):
     cfg = compose_cfg([*tiny_overrides(fmnist_dir, tmp_path), ATTRS, "data.image_size=32",
                        "trainer.fast_dev_run=true"])

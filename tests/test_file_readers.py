@@ -151,6 +151,7 @@ def test_hierarchy_without_gender_folders_drops_the_task(compose_cfg, tmp_path):
                                 "+data.tasks.colours={kind: multilabel, classes: auto}"]),
     ("attributes_csv", write_attributes_dataset, ["data.balance.sampler=weighted"]),
 ])
+@pytest.mark.slow
 def test_fast_dev_run_train(data, make, extra, compose_cfg, tmp_path):
     root = make(tmp_path / "data")
     cfg = compose_cfg(overrides(data, root, tmp_path / "run", "trainer.fast_dev_run=true", *extra))
@@ -162,6 +163,7 @@ def test_fast_dev_run_train(data, make, extra, compose_cfg, tmp_path):
     assert (tmp_path / "run" / "balance.json").is_file()
 
 
+@pytest.mark.slow
 def test_hierarchical_items_experiment_trains(compose_cfg, tmp_path):
     root = write_hierarchy(tmp_path / "data")
     cfg = compose_cfg([*overrides("hierarchical_items", root, tmp_path / "run",

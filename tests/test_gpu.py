@@ -25,7 +25,7 @@ VARIANTS = {
 
 @pytest.mark.parametrize("variant", [
     pytest.param("gpu", marks=[pytest.mark.gpu, needs_cuda]),
-    "cpu",
+    pytest.param("cpu", marks=pytest.mark.slow),
 ])
 def test_mixed_precision_run_and_evaluation(variant, fmnist_dir, tmp_path):
     trainer_overrides, device = VARIANTS[variant]

@@ -2,10 +2,10 @@
 
 import torch
 
-from fashionlab.data.tasks import tasks_from_config
-from fashionlab.evaluation.classification import predicted_indices
+from fashionlab.inference.labels import predicted_indices
 from fashionlab.models.hierarchy import constrained_predictions, full_label, hierarchy_order
-from fashionlab.training.metrics import StageMetrics
+from fashionlab.models.metrics import StageMetrics
+from fashionlab.tasks import tasks_from_config
 
 TASKS = tasks_from_config({
     "item": {"kind": "multiclass", "classes": ["sandals", "sneakers", "jeans", "sunglasses"],

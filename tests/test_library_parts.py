@@ -21,13 +21,13 @@ from lightning.pytorch.callbacks import Callback as LightningCallback
 from PIL import Image
 from wandb_records import read_records
 
-from fashionlab.data.tasks import TaskSpec
 from fashionlab.evaluation.classification import per_class_table
 from fashionlab.evaluation.plots import plot_confusion
 from fashionlab.evaluation.report import markdown_table
 from fashionlab.fileio import file_digest, write_json
 from fashionlab.provenance import environment_info, git_info
 from fashionlab.recommend.outfit import kmeans
+from fashionlab.tasks import TaskSpec
 from fashionlab.training.callbacks import FreezeThenUnfreeze
 
 from conftest import ROOT, SCRIPT_ENV, tiny_overrides

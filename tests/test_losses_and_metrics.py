@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fashionlab.data.tasks import TaskSpec
 from fashionlab.errors import ConfigError
 from fashionlab.models.heads import build_head
-from fashionlab.training.losses import MultiTaskLoss, balanced_class_weights
-from fashionlab.training.metrics import StageMetrics
+from fashionlab.models.losses import MultiTaskLoss, balanced_class_weights
+from fashionlab.models.metrics import StageMetrics
+from fashionlab.tasks import TaskSpec
 
 COLOUR = TaskSpec("colour", "multiclass", ("red", "green", "blue"))
 PATTERN = TaskSpec("pattern", "multilabel", ("striped", "checked", "dotted", "floral"))

@@ -44,6 +44,7 @@ def images(notebook: nbformat.NotebookNode) -> int:
                for out in cell.outputs)
 
 
+@pytest.mark.slow
 def test_results_notebook_runs(tiny_eval_dir: Path):
     notebook = execute("results.ipynb", {"FASHIONLAB_EVAL_DIR": str(tiny_eval_dir)})
     text = "".join(out.get("text", "") for cell in notebook.cells for out in cell.get("outputs", []))
@@ -51,6 +52,7 @@ def test_results_notebook_runs(tiny_eval_dir: Path):
     assert images(notebook) >= 4  # confusion matrices, per-class F1, projection, retrieval examples
 
 
+@pytest.mark.slow
 def test_data_exploration_notebook_runs(fmnist_dir: Path):
     overrides = ";".join([f"data.root={fmnist_dir}", "data.system_dirs=[]", "data.download=false",
                           "data.val_size=40"])

@@ -19,8 +19,8 @@ from omegaconf import OmegaConf
 
 from fashionlab.data.preprocess import Preprocessing, build_eval_transform, cv2_interpolation
 from fashionlab.errors import ConfigError
+from fashionlab.inference.checkpoint import read_checkpoint
 from fashionlab.models.backbones import timm_data_config
-from fashionlab.models.checkpoint import read_checkpoint
 from fashionlab.recommend.predict import Predictor
 from fashionlab.training.run import prepare_config, train
 

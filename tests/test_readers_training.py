@@ -62,6 +62,7 @@ def celeba_root(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_fashion_products_fast_dev_run(compose_cfg, products_root, tmp_path):
     cfg = compose_cfg([*fast_overrides("fashion_products", products_root, tmp_path),
                        "data.balance.min_count=2", "data.on_bad_image=skip"])
@@ -82,6 +83,7 @@ def test_fashion_products_fast_dev_run(compose_cfg, products_root, tmp_path):
     assert set(master.classes) == {"Apparel", "Accessories", "Footwear", "other"}
 
 
+@pytest.mark.slow
 def test_fashion_products_corrupt_image_is_an_error_by_default(compose_cfg, products_root, tmp_path):
     cfg = compose_cfg(fast_overrides("fashion_products", products_root, tmp_path))
     with pytest.raises(BadImageError, match=rf"{PRODUCT_CORRUPT_ID}\.jpg.*styles\.csv:\d+"):
@@ -115,6 +117,7 @@ def test_fashion_products_parent_task_from_parent_of(compose_cfg, products_root,
     assert ((kind == 0) == pd.Series(sub).isin(clothes).to_numpy()).all()
 
 
+@pytest.mark.slow
 def test_deepfashion_fast_dev_run(compose_cfg, deepfashion_root, tmp_path):
     cfg = compose_cfg([
         *fast_overrides("deepfashion", deepfashion_root, tmp_path),
@@ -134,6 +137,7 @@ def test_deepfashion_fast_dev_run(compose_cfg, deepfashion_root, tmp_path):
     assert texture.kind == "multilabel" and set(texture.classes) <= {"abstract chevron", "floral"}
 
 
+@pytest.mark.slow
 def test_celeba_style_fast_dev_run(compose_cfg, celeba_root, tmp_path):
     cfg = compose_cfg([*fast_overrides("celeba_style", celeba_root, tmp_path)])
     metrics = train(cfg)

@@ -11,10 +11,10 @@ from timm.data import Mixup
 from timm.data.mixup import mixup_target
 from timm.loss import SoftTargetCrossEntropy
 
-from fashionlab.data.tasks import TaskSpec
 from fashionlab.errors import ConfigError
-from fashionlab.training.losses import MultiTaskLoss
-from fashionlab.training.mixing import BatchMixer
+from fashionlab.models.losses import MultiTaskLoss
+from fashionlab.models.mixing import BatchMixer
+from fashionlab.tasks import TaskSpec
 from fashionlab.training.run import train
 from fashionlab.training.schedulers import cosine_with_warmup
 
@@ -170,6 +170,7 @@ class WeightRecorder(Callback):
         self.test = self._snapshot(pl_module)
 
 
+@pytest.mark.slow
 def test_ema_weights_are_validated_saved_and_tested(compose_cfg, fmnist_dir, tmp_path):
     decay = 0.5
     cfg = compose_cfg([*tiny_overrides(fmnist_dir, tmp_path), "callbacks=ema",
@@ -195,6 +196,7 @@ def test_ema_weights_are_validated_saved_and_tested(compose_cfg, fmnist_dir, tmp
         assert all(torch.equal(snapshot[k], saved[k]) for k in floats)
 
 
+@pytest.mark.slow
 def test_best_experiment_composes_and_runs(compose_cfg, fmnist_dir, tmp_path):
     cfg = compose_cfg(["experiment=fashion_mnist_best"])
     assert cfg.backbone.name == "resnet50" and cfg.data.image_size == 112

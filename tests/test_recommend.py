@@ -88,6 +88,7 @@ def result_ids(out: str) -> list[int]:
     return [int(m.group(2)) for m in re.finditer(r"^\s*(\d+)\s+(\d+)\s+\S", out, flags=re.M)]
 
 
+@pytest.mark.slow
 def test_predict_writes_csv_json_and_txt(rec, tmp_path, capsys):
     gallery = rec.catalogue.gallery
     code, out, err = cli("predict", rec.photos, "--ckpt", rec.ckpt, "-o", tmp_path / "p.csv", capsys=capsys)
@@ -125,6 +126,7 @@ def test_predict_writes_csv_json_and_txt(rec, tmp_path, capsys):
     assert len(lines) == n and sum("\tERROR\t" in line for line in lines) == 1
 
 
+@pytest.mark.slow
 def test_similar_ranks_the_query_item_first(rec, tmp_path, capsys):
     query = plain_pngs(rec)[1]
     code, out, err = cli(
@@ -143,6 +145,7 @@ def test_similar_ranks_the_query_item_first(rec, tmp_path, capsys):
     assert all(rec.catalogue.gallery.iloc[i]["pred_category"] == category for i in result_ids(out))
 
 
+@pytest.mark.slow
 def test_similar_random_query_is_left_out(rec, capsys):
     code, out, err = cli("similar", "--index", rec.eval_dir, "--random", "--seed", 3, "-k", 6, capsys=capsys)
     assert code == 0, err
@@ -151,6 +154,7 @@ def test_similar_random_query_is_left_out(rec, capsys):
     assert len(ids) == 6 and query not in ids
 
 
+@pytest.mark.slow
 def test_profile_combines_attributes_and_embedding(rec, tmp_path, capsys):
     gallery = rec.catalogue.gallery
     pngs = plain_pngs(rec)
@@ -207,6 +211,7 @@ def test_profile_combines_attributes_and_embedding(rec, tmp_path, capsys):
     assert [r["score"] for r in embedding_only] == pytest.approx(scores, abs=2e-4)
 
 
+@pytest.mark.slow
 def test_wardrobe_counts_categories(rec, tmp_path, capsys):
     code, out, err = cli(
         "wardrobe", rec.photos, "--ckpt", rec.ckpt, "--top", 2, "-o", tmp_path / "w.png", capsys=capsys
@@ -223,6 +228,7 @@ def test_wardrobe_counts_categories(rec, tmp_path, capsys):
     assert min(map(int, printed.values())) >= sorted(expected.values, reverse=True)[len(printed) - 1]
 
 
+@pytest.mark.slow
 def test_outfit_face_to_style_to_items(rec, tmp_path, capsys):
     faces = rec.faces[0].parent
     (faces / "unreadable.png").write_text("no image")
@@ -282,6 +288,7 @@ def test_kmeans_separates_obvious_groups():
         "not an index",
     ],
 )
+@pytest.mark.slow
 def test_errors_are_one_clear_line(rec, tmp_path, capsys, case):
     (tmp_path / "empty").mkdir()
     args, expected = {
@@ -317,6 +324,7 @@ def test_errors_are_one_clear_line(rec, tmp_path, capsys, case):
     assert len(err.strip().splitlines()) == 1 and expected in err, err
 
 
+@pytest.mark.slow
 def test_console_script_and_module_entry(rec):
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts == {"fashionlab": "fashionlab.cli:main"}
@@ -331,6 +339,7 @@ def test_console_script_and_module_entry(rec):
     assert result.returncode == 2 and result.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_upload_validation(rec, tmp_path):
     png = plain_pngs(rec)[0]
     data = Path(png).read_bytes()
@@ -373,6 +382,7 @@ def wait_for(condition, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+@pytest.mark.browser
 def test_app_in_headless_chromium(rec, browser, tmp_path):
     from selenium.webdriver.common.by import By
 

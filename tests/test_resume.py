@@ -53,6 +53,7 @@ def only_run_folder(logs: Path) -> Path:
     return runs[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("freeze_epochs", [0, 2])
 def test_kill_mid_epoch_and_resume_matches_uninterrupted_run(fmnist_dir, tmp_path, freeze_epochs):
     """3 epochs of 7 steps with augmentation and dropout, backbone trained throughout (or frozen
@@ -109,6 +110,7 @@ def tiny_data(fmnist_dir: Path, *dropped: str) -> list[str]:
             if not o.startswith(("hydra.", *(f"{k}=" for k in dropped)))]
 
 
+@pytest.mark.slow
 def test_resume_keeps_folder_and_best_checkpoint(fmnist_dir, tmp_path):
     logs = tmp_path / "logs"
     base = [*tiny_data(fmnist_dir, "logger"), "logger=csv", f"paths.log_dir={logs}"]
@@ -142,6 +144,7 @@ def test_resume_keeps_folder_and_best_checkpoint(fmnist_dir, tmp_path):
     ("seed=3", "seed"),
     ("experiment=fashion_mnist_lite0", "experiment"),
 ])
+@pytest.mark.slow
 def test_resume_refuses_changes_that_alter_results(tiny_run, fmnist_dir, tmp_path, override, key):
     last = tiny_run / "checkpoints" / "last.ckpt"
     def files() -> dict[Path, int]:  # (W&B's service may still append to its own logs)
@@ -156,6 +159,7 @@ def test_resume_refuses_changes_that_alter_results(tiny_run, fmnist_dir, tmp_pat
     assert files() == before
 
 
+@pytest.mark.slow
 def test_resume_config_is_the_checkpoints_plus_overrides(tiny_run):
     from fashionlab.training.resume import resume_config
 

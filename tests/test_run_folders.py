@@ -20,6 +20,7 @@ from conftest import run_script, start_script, tiny_overrides
 STAMP = re.compile(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_[0-9a-f]{6}")
 
 
+@pytest.mark.slow
 def test_two_runs_started_together_get_two_folders(fmnist_dir, tmp_path):
     logs = tmp_path / "logs"
     args = [o for o in tiny_overrides(fmnist_dir, tmp_path) if not o.startswith("hydra.")]
@@ -46,6 +47,7 @@ def test_folder_names_are_unique_and_stable_within_a_process(tmp_path):
     assert sweep_dir.parent == tmp_path / "train" / "multiruns" and STAMP.fullmatch(sweep_dir.name)
 
 
+@pytest.mark.slow
 def test_evaluation_folders_are_unique(tiny_run, tmp_path):
     ckpt = tiny_run / "checkpoints" / "best.ckpt"
     folder = Path(eval_dir_for(str(ckpt), str(tmp_path)))
@@ -66,6 +68,7 @@ def test_a_folder_holding_a_run_is_refused(compose_cfg, fmnist_dir, tmp_path):
     assert (out / "metrics.json").read_text() == "{}"
 
 
+@pytest.mark.slow
 def test_cli_refuses_an_explicit_non_empty_run_dir(fmnist_dir, tmp_path):
     out = tmp_path / "used"
     (out / ".hydra").mkdir(parents=True)
@@ -79,6 +82,7 @@ def test_cli_refuses_an_explicit_non_empty_run_dir(fmnist_dir, tmp_path):
     assert not (out / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_an_evaluation_folder_holding_files_is_refused(tiny_run, tmp_path):
     from fashionlab.evaluation.run import evaluate
 

@@ -20,7 +20,7 @@ from PIL import Image
 from fashionlab.cli import main
 from fashionlab.config_safety import check_targets, safe_instantiate
 from fashionlab.errors import CheckpointError, FashionlabError, UnsafeConfigError
-from fashionlab.models.checkpoint import load_checkpoint
+from fashionlab.inference.checkpoint import load_checkpoint
 
 from conftest import CONF, run_script, tiny_overrides
 
@@ -97,12 +97,14 @@ def assert_refused(code: int, err: str, key: str, made: Path) -> None:
 
 
 @pytest.mark.parametrize("command", ["predict", "wardrobe"])
+@pytest.mark.slow
 def test_cli_refuses_hostile_checkpoint(command, hostile_ckpt, query_png, made, capsys):
     code, err = cli(capsys, command, query_png.parent, "--ckpt", hostile_ckpt, "--quiet")
     assert_refused(code, err, "optimizer._target_", made)
 
 
 @pytest.mark.parametrize("command", ["similar", "profile"])
+@pytest.mark.slow
 def test_cli_refuses_hostile_checkpoint_with_index(command, hostile_ckpt, tiny_eval_dir, query_png, made,
                                                    capsys, tmp_path):
     code, err = cli(capsys, command, query_png, "--index", tiny_eval_dir, "--ckpt", hostile_ckpt,
@@ -111,6 +113,7 @@ def test_cli_refuses_hostile_checkpoint_with_index(command, hostile_ckpt, tiny_e
 
 
 @pytest.mark.parametrize("command", ["similar", "profile"])
+@pytest.mark.slow
 def test_cli_refuses_hostile_evaluation_folder(command, hostile_eval_dir, query_png, made, capsys,
                                                tmp_path):
     args = ["--random"] if command == "similar" else [query_png]
@@ -118,6 +121,7 @@ def test_cli_refuses_hostile_evaluation_folder(command, hostile_eval_dir, query_
     assert_refused(code, err, "data._target_", made)
 
 
+@pytest.mark.slow
 def test_console_script_refuses_hostile_checkpoint(hostile_ckpt, query_png, made):
     """A real process: exit status 2, one line on stderr naming the key."""
     result = run_script("-m", "fashionlab", "predict", str(query_png.parent), "--ckpt", str(hostile_ckpt),
@@ -125,6 +129,7 @@ def test_console_script_refuses_hostile_checkpoint(hostile_ckpt, query_png, made
     assert_refused(result.returncode, result.stderr, "optimizer._target_", made)
 
 
+@pytest.mark.slow
 def test_app_loader_refuses_hostile_files(hostile_ckpt, hostile_eval_dir, tiny_eval_dir, made):
     from fashionlab.recommend.catalogue_io import open_index
 
@@ -136,6 +141,7 @@ def test_app_loader_refuses_hostile_files(hostile_ckpt, hostile_eval_dir, tiny_e
     assert not made.exists()
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_hostile_checkpoint(hostile_ckpt, tmp_path, made):
     from fashionlab.evaluation.run import evaluate
 
@@ -147,6 +153,7 @@ def test_evaluate_refuses_hostile_checkpoint(hostile_ckpt, tmp_path, made):
     assert not made.exists()
 
 
+@pytest.mark.slow
 def test_evaluate_script_refuses_hostile_checkpoint(hostile_ckpt, tmp_path, made):
     result = run_script("evaluate.py", f"ckpt_path={hostile_ckpt}", f"hydra.run.dir={tmp_path / 'out'}",
                         "progress=false", "wandb.log=false", timeout=300)
@@ -155,6 +162,7 @@ def test_evaluate_script_refuses_hostile_checkpoint(hostile_ckpt, tmp_path, made
     assert not made.exists()
 
 
+@pytest.mark.slow
 def test_weights_that_fail_to_load_run_nothing_either(tiny_run, tmp_path, made):
     """The issue's example: only optimizer._target_ is os.makedirs and the weights do not fit."""
 
@@ -168,6 +176,7 @@ def test_weights_that_fail_to_load_run_nothing_either(tiny_run, tmp_path, made):
     assert not made.exists()
 
 
+@pytest.mark.slow
 def test_nested_transform_in_checkpoint_is_found(tiny_run, tmp_path, made):
     def edit(checkpoint):
         checkpoint["hyper_parameters"]["config"]["data"]["transforms"]["eval"]["transforms"][1] = (
@@ -179,6 +188,7 @@ def test_nested_transform_in_checkpoint_is_found(tiny_run, tmp_path, made):
     assert not made.exists()
 
 
+@pytest.mark.slow
 def test_nested_transform_in_manifest_is_found(tiny_eval_dir, tmp_path, made):
     from fashionlab.retrieval.catalogue import Catalogue
 
@@ -194,6 +204,7 @@ def test_nested_transform_in_manifest_is_found(tiny_eval_dir, tmp_path, made):
 # ---- the checker itself -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_project_configs_pass(tiny_run):
     """The configs the project offers (every optimizer, scheduler, logger, callbacks and data
     option, as a checkpoint stores them) are all allowed."""
@@ -307,6 +318,7 @@ def test_train_refuses_a_resume_url(fmnist_dir, tmp_path):
             train(cfg)
 
 
+@pytest.mark.slow
 def test_resume_refuses_hostile_checkpoint(hostile_ckpt, made):
     """train.py ckpt_path=... resumes with the checkpoint's own config: it is checked first."""
     proc = run_script("train.py", f"ckpt_path={hostile_ckpt}", "logger=none", timeout=300)

@@ -77,6 +77,7 @@ def load(cfg) -> optuna.Study:
     return optuna.load_study(study_name=str(cfg.sweep.study_name), storage=url)
 
 
+@pytest.mark.slow
 def test_sweep_writes_report_and_best_yaml_trains(sweep_cfg, fmnist_dir, tmp_path):
     space = {
         "backbone": {"type": "categorical", "choices": ["efficientnet_lite0", "efficientnet_b0"]},
@@ -118,6 +119,7 @@ def test_sweep_writes_report_and_best_yaml_trains(sweep_cfg, fmnist_dir, tmp_pat
     assert composed.optimizer.lr == pytest.approx(params["optimizer.lr"])
 
 
+@pytest.mark.slow
 def test_hopeless_trials_are_pruned(sweep_cfg):
     # The good trial must clearly learn from its first epoch, or the median pruner sees ties:
     # 36px (EfficientNet-Lite0's 2x2 feature map; 32px gives 1x1 and barely learns) and full
@@ -136,6 +138,7 @@ def test_hopeless_trials_are_pruned(sweep_cfg):
     assert result["trials"] == 3
 
 
+@pytest.mark.slow
 def test_failing_trial_is_recorded_and_sweep_continues(sweep_cfg):
     space = {"data.image_size": {"type": "categorical", "choices": [8, 32]}}
     cfg = sweep_cfg(space, "sweep.n_trials=2", "sweep.resume=true", "sweep.study_name=fail")
@@ -147,6 +150,7 @@ def test_failing_trial_is_recorded_and_sweep_continues(sweep_cfg):
     assert second.state == TrialState.COMPLETE
 
 
+@pytest.mark.slow
 def test_resume_continues_the_trial_count(sweep_cfg):
     run_sweep(sweep_cfg(None, "sweep.n_trials=1", "sweep.pruner=none"))
     with pytest.raises(ConfigError, match=r"sweep\.resume=true"):
@@ -157,6 +161,7 @@ def test_resume_continues_the_trial_count(sweep_cfg):
     assert result["complete"] == 2
 
 
+@pytest.mark.slow
 def test_trials_are_wandb_runs_grouped_by_study(sweep_cfg, monkeypatch):
     seen = []
 
@@ -226,6 +231,7 @@ def postgres_url() -> Iterator[str]:
         shutil.rmtree(data, ignore_errors=True)
 
 
+@pytest.mark.postgres
 def test_two_workers_share_a_postgresql_study(postgres_url, fmnist_dir, tmp_path):
     args = ["sweep.py", "search_space=lr", f"sweep.storage={postgres_url}", "sweep.study_name=shared",
             "sweep.n_trials=4", "sweep.pruner=none", "sweep.heartbeat_interval=5",

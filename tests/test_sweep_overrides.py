@@ -58,6 +58,7 @@ def tiny_train_overrides(data_root: Path) -> list[str]:
             "trainer.limit_val_batches=1", "backbone.pretrained=false", "logger=csv"]
 
 
+@pytest.mark.slow
 def test_sweep_applies_command_line_train_overrides_to_every_trial(fmnist_dir, tmp_path):
     sweep_dir = tmp_path / "sweep"
     train = tiny_train_overrides(fmnist_dir)
@@ -93,6 +94,7 @@ def test_sweep_applies_command_line_train_overrides_to_every_trial(fmnist_dir, t
     assert shlex.split(command)[-len(train):] == train
 
 
+@pytest.mark.slow
 def test_unknown_train_option_is_one_line_before_any_trial(tmp_path):
     sweep_dir = tmp_path / "sweep"
     proc = run_script("sweep.py", "search_space=lr", "data=fashion_nope", "trainer.max_epochs=1",

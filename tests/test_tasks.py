@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from fashionlab.data.tasks import derive_parent_targets, tasks_from_config
 from fashionlab.errors import ConfigError
+from fashionlab.tasks import derive_parent_targets, tasks_from_config
 
 TASKS = {
     "item": {"kind": "multiclass", "classes": ["sandal", "boot", "jeans"], "parent": "primary",

@@ -14,8 +14,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from wandb_records import history_and_summary
 
-from fashionlab.data.tasks import tasks_from_config
 from fashionlab.errors import ConfigError, DataNotFoundError, UnknownBackboneError
+from fashionlab.tasks import tasks_from_config
 from fashionlab.training.run import (
     build_callbacks,
     build_datamodule,
@@ -30,6 +30,7 @@ METRIC_NAMES = [f"{stage}/{task}/{metric}" for stage in ("val", "test")
                 for task in ("article", "category") for metric in ("acc", "f1_macro", "f1_weighted")]
 
 
+@pytest.mark.slow
 def test_metric_names_and_run_folder(compose_cfg, fmnist_dir, tmp_path):
     cfg = compose_cfg(tiny_overrides(fmnist_dir, tmp_path))
     metrics = train(cfg)
@@ -52,6 +53,7 @@ def test_metric_names_and_run_folder(compose_cfg, fmnist_dir, tmp_path):
         ckpt["hyper_parameters"]["config"]["data"]["tasks"])
 
 
+@pytest.mark.slow
 def test_training_learns_the_fixture(compose_cfg, fmnist_dir, tmp_path):
     cfg = compose_cfg([*tiny_overrides(fmnist_dir, tmp_path), "trainer.max_epochs=4",
                        "training.freeze_epochs=1", "optimizer.lr=5e-3"])
@@ -60,6 +62,7 @@ def test_training_learns_the_fixture(compose_cfg, fmnist_dir, tmp_path):
     assert metrics["test/article/acc"] > 0.5
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics(compose_cfg, fmnist_dir, tmp_path):
     runs = []
     for name in ("a", "b"):
@@ -84,6 +87,7 @@ class BackboneSnapshots(Callback):
         self.heads.append(net.heads["article"][-1].weight.detach().clone())
 
 
+@pytest.mark.slow
 def test_freeze_then_unfreeze(compose_cfg, fmnist_dir, tmp_path):
     cfg = compose_cfg([*tiny_overrides(fmnist_dir, tmp_path), "trainer.max_epochs=2",
                        "training.freeze_epochs=1"])
@@ -123,6 +127,7 @@ def test_unknown_backbone_and_missing_data_errors(compose_cfg, fmnist_dir, tmp_p
         train(cfg)
 
 
+@pytest.mark.slow
 def test_cli_run_folder_with_wandb_offline(fmnist_dir, tmp_path):
     out = tmp_path / "run"
     overrides = [o for o in tiny_overrides(fmnist_dir, out) if not o.startswith("logger=")]
@@ -150,6 +155,7 @@ def test_cli_run_folder_with_wandb_offline(fmnist_dir, tmp_path):
     assert sum(row[2] for row in table["data"]) == 80
 
 
+@pytest.mark.slow
 def test_csv_and_tensorboard_loggers(compose_cfg, fmnist_dir, tmp_path):
     for logger in ("csv", "tensorboard"):
         out = tmp_path / logger
@@ -162,6 +168,7 @@ def test_csv_and_tensorboard_loggers(compose_cfg, fmnist_dir, tmp_path):
             assert list((out / "tensorboard").glob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 def test_resume_after_kill(fmnist_dir, tmp_path):
     out = tmp_path / "run"
     overrides = [*tiny_overrides(fmnist_dir, out), "trainer.max_epochs=12"]
@@ -187,6 +194,7 @@ def test_resume_after_kill(fmnist_dir, tmp_path):
     assert metrics["resumed_from"] == str(last)
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_on_cpu(fmnist_dir, tmp_path):
     out = tmp_path / "ddp"
     result = run_script("train.py", *tiny_overrides(fmnist_dir, out), "trainer=ddp",
@@ -203,6 +211,7 @@ def test_ddp_two_processes_on_cpu(fmnist_dir, tmp_path):
     assert confusion.to_numpy().sum() == 80
 
 
+@pytest.mark.slow
 def test_multirun(fmnist_dir, tmp_path):
     overrides = [o for o in tiny_overrides(fmnist_dir, tmp_path) if not o.startswith("hydra.")]
     result = run_script("train.py", "-m", *overrides, "seed=1,2",
@@ -214,6 +223,7 @@ def test_multirun(fmnist_dir, tmp_path):
     assert seeds == {1, 2}
 
 
+@pytest.mark.slow
 def test_config_values_reach_lightning(compose_cfg, fmnist_dir, tmp_path):
     cfg = compose_cfg([*tiny_overrides(fmnist_dir, tmp_path), "trainer.limit_train_batches=2",
                        "trainer.max_epochs=1"])
@@ -223,6 +233,7 @@ def test_config_values_reach_lightning(compose_cfg, fmnist_dir, tmp_path):
 
 
 @pytest.mark.skipif(not SYSTEM_FMNIST.is_dir(), reason="needs apt package dataset-fashion-mnist")
+@pytest.mark.slow
 def test_real_fashion_mnist_learns(compose_cfg, tmp_path):
     """A few dozen steps on the real data with the bundled pretrained weights beat chance by far."""
     cfg = compose_cfg([

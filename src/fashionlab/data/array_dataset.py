@@ -20,7 +20,8 @@ def target_tensors(targets: dict[str, np.ndarray], index: int) -> dict[str, torc
 
 
 class ArrayImageDataset(Dataset):
-    """Images (N, H, W[, C]) uint8 plus per-task integer or multi-hot targets.
+    """Images (N, H, W[, C]) uint8, or a sequence of HxW[xC] images of any sizes, plus per-task
+    integer or multi-hot targets (none: `{}`, e.g. for prediction).
 
     Items are dicts: `image` (C, H, W float tensor after `transform`), `targets`
     ({task: tensor}) and `index` (position in this split, for tracing predictions back).
@@ -29,7 +30,7 @@ class ArrayImageDataset(Dataset):
 
     def __init__(
         self,
-        images: np.ndarray,
+        images: np.ndarray | Sequence[np.ndarray],
         targets: dict[str, np.ndarray],
         transform: Callable[..., dict] | None = None,
         ids: Sequence[int] | np.ndarray | None = None,

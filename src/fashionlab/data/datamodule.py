@@ -24,8 +24,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from fashionlab.config_safety import TRANSFORMS, safe_instantiate
 from fashionlab.data.array_dataset import ArrayImageDataset
 from fashionlab.data.preprocess import Preprocessing, build_eval_transform, legacy_eval_pipeline
-from fashionlab.data.tasks import TaskSpec, derive_parent_targets, tasks_from_config, tasks_to_config
 from fashionlab.errors import ConfigError
+from fashionlab.tasks import TaskSpec, derive_parent_targets, tasks_from_config, tasks_to_config
 
 log = logging.getLogger(__name__)
 

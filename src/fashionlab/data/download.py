@@ -27,7 +27,7 @@ def download_file(
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / filename
     with FileLock(str(dest.with_name(dest.name + ".lock"))):
-        if dest.is_file() and (md5 is None or md5sum(dest) == md5):
+        if dest.is_file() and (md5 is None or file_digest(dest, "md5") == md5):
             log.info("%s: downloaded meanwhile by another process", dest)
             return dest
         return _download(filename, mirrors, dest, md5, timeout)

@@ -35,8 +35,8 @@ from fashionlab.data.file_dataset import FileImageDataset
 from fashionlab.data.table import balance as balancing
 from fashionlab.data.table import cap, check, classes, read, report, split
 from fashionlab.data.table.frame import ABS_PATH, BOX, FILE_KEY, ID, REL_PATH, PreparedTable
-from fashionlab.data.tasks import TASK_KINDS, TaskSpec
 from fashionlab.errors import ConfigError, DataNotFoundError
+from fashionlab.tasks import TASK_KINDS, TaskSpec
 
 log = logging.getLogger(__name__)
 

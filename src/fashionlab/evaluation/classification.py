@@ -9,9 +9,8 @@ import pandas as pd
 import torch
 from torchmetrics import F1Score, MetricCollection, Precision, Recall, StatScores
 
-from fashionlab.data.tasks import IGNORE_INDEX, TaskSpec
-from fashionlab.models.hierarchy import constrained_predictions
-from fashionlab.training.metrics import TaskMetrics
+from fashionlab.models.metrics import TaskMetrics
+from fashionlab.tasks import IGNORE_INDEX, TaskSpec
 
 
 def per_class_table(task: TaskSpec, probs: torch.Tensor, targets: torch.Tensor) -> pd.DataFrame:
@@ -43,20 +42,3 @@ def classification_report(tasks: list[TaskSpec], probs: dict[str, np.ndarray],
         out[task.name] = {**scalars, "per_class": per_class_table(task, task_probs, task_targets),
                           "confusion": confusion, "num_items": len(targets[task.name])}
     return out
-
-
-def predicted_indices(tasks: list[TaskSpec], probs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Argmax per multiclass task, a child task's class chosen among the children of its parent's
-    predicted class (`models.hierarchy`); multi-hot (p >= 0.5) per multilabel task."""
-    multiclass = [t for t in tasks if t.kind == "multiclass"]
-    constrained = constrained_predictions(
-        multiclass, {t.name: torch.from_numpy(np.asarray(probs[t.name])) for t in multiclass})
-    return {t.name: (constrained[t.name].numpy() if t.kind == "multiclass"
-                     else (probs[t.name] >= 0.5).astype(np.int64)) for t in tasks}
-
-
-def label_names(task: TaskSpec, labels: np.ndarray) -> list[Any]:
-    """Class names of integer labels (None for unknown) or lists of names of multi-hot rows."""
-    if task.kind == "multiclass":
-        return [task.classes[int(i)] if i >= 0 else None for i in labels]
-    return [[task.classes[j] for j in np.flatnonzero(row)] for row in labels]

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fashionlab.data.tasks import TaskSpec
 from fashionlab.errors import ConfigError
+from fashionlab.tasks import TaskSpec
 
 #: evaluate.py's splits when neither it nor the data config names them.
 DEFAULT_SPLITS = {"gallery": "train", "query": "test"}

@@ -11,9 +11,9 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig
 
-from fashionlab.data.tasks import TaskSpec
 from fashionlab.errors import ConfigError
-from fashionlab.training.metrics import MAX_CONFUSION_CLASSES
+from fashionlab.models.metrics import MAX_CONFUSION_CLASSES
+from fashionlab.tasks import TaskSpec
 from fashionlab.training.reporting import wandb_confusion_chart
 
 

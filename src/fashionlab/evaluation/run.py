@@ -24,9 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from fashionlab.config_safety import DATA, safe_instantiate
-from fashionlab.data.tasks import TaskSpec, tasks_to_config
 from fashionlab.errors import ConfigError
-from fashionlab.evaluation.classification import classification_report, label_names, predicted_indices
+from fashionlab.evaluation.classification import classification_report
 from fashionlab.evaluation.data_check import check_data_identity
 from fashionlab.evaluation.plots import plot_confusion, plot_retrieval_examples
 from fashionlab.evaluation.protocol import (
@@ -37,10 +36,12 @@ from fashionlab.evaluation.protocol import (
 )
 from fashionlab.evaluation.report import log_to_wandb, wandb_settings, write_report_md
 from fashionlab.fileio import write_json
-from fashionlab.models.checkpoint import LoadedCheckpoint, load_checkpoint
+from fashionlab.inference.checkpoint import LoadedCheckpoint, load_checkpoint
+from fashionlab.inference.embed import extract
+from fashionlab.inference.labels import label_names, predicted_indices
+from fashionlab.models.build import resolved_config
 from fashionlab.provenance import git_info
 from fashionlab.retrieval.catalogue import EMBEDDINGS_FILE, GALLERY_FILE, INDEX_FILE
-from fashionlab.retrieval.embed import extract
 from fashionlab.retrieval.index import build_index, save_index, search
 from fashionlab.retrieval.manifest import make_manifest, write_manifest
 from fashionlab.retrieval.metrics import (
@@ -52,8 +53,8 @@ from fashionlab.retrieval.metrics import (
     relevant_counts,
 )
 from fashionlab.rundir import check_run_folder, unique_stamp
+from fashionlab.tasks import TaskSpec, tasks_to_config
 from fashionlab.training.reporting import finish_wandb
-from fashionlab.training.run import resolved_config
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +104,13 @@ class SplitEmbeddings:
     """Embeddings, probabilities and labels of one split, in dataset order."""
 
     def __init__(self, loaded: LoadedCheckpoint, datamodule: Any, split: str, batch_size: int | None,
-                 progress: bool | None) -> None:
+                 progress: bool | None, devices: int = 1, strategy: str = "ddp_spawn") -> None:
         started = time.perf_counter()
         self.split = split
         self.dataset = datamodule.splits[split]
         self.embeddings, self.probs, extra = extract(
             loaded.module, eval_loader(datamodule, split, batch_size), return_targets=True,
-            progress=progress, desc=f"embedding {split}")
+            progress=progress, devices=devices, strategy=strategy)
         self.index = extra["index"]
         self.targets = extra["targets"]
         self.seconds = time.perf_counter() - started
@@ -320,7 +321,8 @@ def write_evaluation(cfg: DictConfig, out: Path, staging: Path, started: float,
 
     splits: dict[str, SplitEmbeddings] = {}
     for split in dict.fromkeys([cfg.query, cfg.gallery, "test"]):
-        splits[split] = SplitEmbeddings(loaded, datamodule, split, cfg.batch_size, cfg.progress)
+        splits[split] = SplitEmbeddings(loaded, datamodule, split, cfg.batch_size, cfg.progress,
+                                        **(cfg.get("predict") or {}))
         timings[f"embed_{split}_s"] = splits[split].seconds
     gallery, query, test = splits[cfg.gallery], splits[cfg.query], splits["test"]
 

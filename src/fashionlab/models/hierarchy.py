@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 import torch
 
-from fashionlab.data.tasks import TaskSpec
+from fashionlab.tasks import TaskSpec
 
 
 def depth(task: TaskSpec, by_name: Mapping[str, TaskSpec]) -> int:

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from fashionlab.data.tasks import TaskSpec
 from fashionlab.models.heads import build_head
+from fashionlab.tasks import TaskSpec
 
 
 def feature_dim(backbone: nn.Module) -> int:
@@ -33,6 +33,10 @@ class MultiTaskNet(nn.Module):
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone(images)
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def features_and_logits(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Pooled features and {task: logits} of one forward pass."""
         features = self.backbone(images)
-        return {name: head(features) for name, head in self.heads.items()}
+        return features, {name: head(features) for name, head in self.heads.items()}
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.features_and_logits(images)[1]

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fashionlab.data.tasks import TaskSpec
 from fashionlab.errors import ConfigError, DataNotFoundError
 from fashionlab.recommend.predict import Predictor
 from fashionlab.retrieval.catalogue import Catalogue
 from fashionlab.retrieval.manifest import read_manifest
+from fashionlab.tasks import TaskSpec
 
 
 def manifest_checkpoint(eval_dir: str | Path) -> Path:

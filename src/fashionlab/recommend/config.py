@@ -9,8 +9,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from fashionlab.data.tasks import TaskSpec
 from fashionlab.errors import ConfigError, DataNotFoundError
+from fashionlab.tasks import TaskSpec, task_by_name
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[3] / "conf" / "recommend" / "default.yaml"
 
@@ -33,15 +33,6 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     except (OmegaConfBaseException, ValueError) as err:
         raise ConfigError(f"recommendation config {path}: {err}") from None
     return cfg
-
-
-def task_by_name(tasks: list[TaskSpec], name: str, what: str = "task",
-                 owner: str = "the model's") -> TaskSpec:
-    """The task called `name`; a clear error listing the known tasks otherwise."""
-    for task in tasks:
-        if task.name == name:
-            return task
-    raise ConfigError(f"unknown {what} {name!r}; {owner} tasks are: {', '.join(t.name for t in tasks)}")
 
 
 def category_task(tasks: list[TaskSpec], name: str | None) -> TaskSpec:

@@ -14,11 +14,11 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from fashionlab.data.tasks import TaskSpec
 from fashionlab.errors import ConfigError
 from fashionlab.recommend.config import task_by_name
 from fashionlab.recommend.predict import Predictor, read_images
 from fashionlab.retrieval.catalogue import Catalogue
+from fashionlab.tasks import TaskSpec
 
 
 def kmeans(x: np.ndarray, k: int, seed: int = 0, iterations: int = 100) -> tuple[np.ndarray, np.ndarray]:

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fashionlab.data.tasks import TaskSpec
 from fashionlab.errors import ConfigError
 from fashionlab.recommend.catalogue_io import check_k, results_table
 from fashionlab.recommend.config import task_by_name
 from fashionlab.recommend.predict import Predictor
 from fashionlab.retrieval.catalogue import Catalogue
+from fashionlab.tasks import TaskSpec
 
 
 @dataclass

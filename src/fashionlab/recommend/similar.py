@@ -10,7 +10,7 @@ import pandas as pd
 from fashionlab.recommend.catalogue_io import check_k, item_labels, item_source, results_table
 from fashionlab.recommend.config import category_task
 from fashionlab.recommend.grids import save_grid
-from fashionlab.recommend.predict import Predictor
+from fashionlab.recommend.predict import Predictions, Predictor
 from fashionlab.retrieval.catalogue import Catalogue
 
 
@@ -59,10 +59,12 @@ def similar_to_image(
     same_category: bool = False,
     category: str | None = None,
     source: str = "query",
+    predictions: Predictions | None = None,
 ) -> SimilarResult:
     """Top-k items for a decoded RGB image; `same_category` keeps items whose predicted
-    category (task `category`, see config.category_task) is the query's."""
-    preds = predictor.predict([image])
+    category (task `category`, see config.category_task) is the query's. `predictions`: the
+    image's own `predictor.predict([image])` when the caller already has it (one model run)."""
+    preds = predictions if predictions is not None else predictor.predict([image])
     labels = {t.name: preds.labels[t.name][0] for t in predictor.tasks}
     cat = category_task(catalogue.tasks, category) if same_category else None
     scores, ids = _search(

@@ -15,11 +15,11 @@ import pandas as pd
 
 from fashionlab.config_safety import DATA, check_targets, safe_instantiate
 from fashionlab.data.images import load_rgb
-from fashionlab.data.tasks import TaskSpec, tasks_from_config
 from fashionlab.errors import ConfigError, DataFormatError, DataNotFoundError, ManifestMismatchError
 from fashionlab.retrieval.index import load_index
 from fashionlab.retrieval.index import search as index_search
 from fashionlab.retrieval.manifest import check_manifest, read_manifest
+from fashionlab.tasks import TaskSpec, tasks_from_config
 
 INDEX_FILE = "index.faiss"
 EMBEDDINGS_FILE = "embeddings.npy"

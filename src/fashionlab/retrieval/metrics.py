@@ -1,5 +1,5 @@
 """Retrieval metrics from ranked neighbour lists, vectorised, with pytorch-metric-learning's
-AccuracyCalculator definitions (see README, "Metric definitions").
+AccuracyCalculator definitions (see docs/evaluation.md, "Metric definitions").
 
 Relevant = same label (multiclass) or at least one shared positive label (multilabel).
 `R` of a query is its number of relevant gallery items, the query itself excluded when it is

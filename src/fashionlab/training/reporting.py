@@ -15,8 +15,8 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from fashionlab.data.tasks import TaskSpec
 from fashionlab.provenance import environment_info
+from fashionlab.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fashionlab.config_safety import check_targets
 from fashionlab.errors import ConfigError
-from fashionlab.models.checkpoint import read_checkpoint
+from fashionlab.inference.checkpoint import read_checkpoint
 from fashionlab.rundir import checkpoint_run_dir
 
 log = logging.getLogger(__name__)

@@ -18,19 +18,13 @@ from fashionlab.config_safety import check_resume_path
 from fashionlab.data.datamodule import MultiTaskDataModule
 from fashionlab.errors import ConfigError
 from fashionlab.fileio import write_json
-from fashionlab.models.backbones import (
-    check_backbone_name,
-    create_backbone,
-    resolve_image_size,
-    resolve_preprocessing,
-)
-from fashionlab.models.multitask import MultiTaskNet
+from fashionlab.models.backbones import check_backbone_name, resolve_image_size, resolve_preprocessing
+from fashionlab.models.build import build_module, resolved_config  # noqa: F401  (resolved_config re-exported)
+from fashionlab.models.module import MultiTaskClassifier
 from fashionlab.provenance import git_info
 from fashionlab.rundir import check_run_folder
 from fashionlab.training.callbacks import FreezeThenUnfreeze, ResumeState
 from fashionlab.training.checkpoint_io import AtomicCheckpointIO
-from fashionlab.training.losses import MultiTaskLoss
-from fashionlab.training.module import MultiTaskClassifier
 from fashionlab.training.reporting import (
     TrainingStats,
     finish_wandb,
@@ -44,35 +38,14 @@ from fashionlab.training.resume import begin_resume, keep_csv_history, record_re
 log = logging.getLogger(__name__)
 
 
-def resolved_config(cfg: DictConfig) -> dict[str, Any]:
-    """The run's config as plain, resolved containers (Hydra's own node left out)."""
-    keys = [k for k in cfg if k != "hydra"]
-    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
-
-
 def build_datamodule(cfg: DictConfig) -> MultiTaskDataModule:
     return instantiate(cfg.data, _recursive_=False)
 
 
 def build_model(cfg: DictConfig, datamodule: MultiTaskDataModule) -> MultiTaskClassifier:
-    """Backbone + heads + loss + optimizer factories, as a LightningModule."""
-    tasks = datamodule.tasks
-    backbone = create_backbone(**cfg.backbone)
-    net = MultiTaskNet(backbone, tasks, head=cfg.model.head)
-    criterion = MultiTaskLoss(tasks, **cfg.model.loss)
-    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
-    return MultiTaskClassifier(
-        net=net,
-        tasks=tasks,
-        criterion=criterion,
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=scheduler,
-        backbone_lr_scale=cfg.training.backbone_lr_scale,
-        freeze_epochs=cfg.training.freeze_epochs,
-        channels_last=cfg.model.get("channels_last", False),
-        config=resolved_config(cfg),
-        mixup=OmegaConf.to_container(cfg.model.mixup) if cfg.model.get("mixup") else None,
-    )
+    """The LightningModule for the data module's tasks (models.build.build_module, the path a
+    checkpoint is loaded through as well)."""
+    return build_module(cfg, datamodule.tasks)
 
 
 def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[Callback]:

@@ -11,8 +11,8 @@ import pandas as pd
 from fashionlab.data.table.balance import BalanceConfig
 from fashionlab.data.table.classes import class_list
 from fashionlab.data.table.frame import ImageTable
-from fashionlab.data.tasks import TaskSpec
 from fashionlab.errors import ConfigError
+from fashionlab.tasks import TaskSpec
 
 
 def cap_labels(labels: pd.DataFrame, max_per_class: int | str | None,

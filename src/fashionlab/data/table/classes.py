@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from fashionlab.data.table.frame import AUTO, SOURCE, ImageTable
-from fashionlab.data.tasks import IGNORE_INDEX, TaskSpec, tasks_from_config
 from fashionlab.errors import ConfigError, DataFormatError
+from fashionlab.tasks import IGNORE_INDEX, TaskSpec, tasks_from_config
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fashionlab.data.tasks import TaskSpec
+from fashionlab.tasks import TaskSpec
 
 # Columns a reader provides (`path` and one column per task required, the others optional).
 PATH, SPLIT, ID, SOURCE = "path", "split", "id", "source"

@@ -14,8 +14,8 @@ import pandas as pd
 
 from fashionlab.data.datamodule import SPLITS
 from fashionlab.data.table.balance import BalanceConfig
-from fashionlab.data.tasks import TaskSpec
 from fashionlab.fileio import write_json
+from fashionlab.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
 

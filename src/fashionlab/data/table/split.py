@@ -11,8 +11,8 @@ from fashionlab.data.datamodule import SPLITS
 from fashionlab.data.splits import stratified_split
 from fashionlab.data.table.frame import SPLIT, ImageTable
 from fashionlab.data.tables import is_missing
-from fashionlab.data.tasks import TaskSpec
 from fashionlab.errors import ConfigError, DataFormatError
+from fashionlab.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
 

@@ -92,6 +92,7 @@ def main() -> None:
     label_task = predictor.tasks[0].name
     try:
         if len(images) == 1:
+            preds = predictor.predict(images)  # the one model run: labels and the query embedding
             result = similar_to_image(
                 predictor,
                 catalogue,
@@ -100,8 +101,8 @@ def main() -> None:
                 same_category=same_category,
                 category=cfg.category_task,
                 source=names[0],
+                predictions=preds,
             )
-            preds = predictor.predict(images)
             with st.container(key="query"):
                 left, right = st.columns([1, 3])
                 left.image(images[0], caption=names[0], width=160)

@@ -20,8 +20,8 @@ from torchmetrics.classification import (
     MultilabelF1Score,
 )
 
-from fashionlab.data.tasks import IGNORE_INDEX, TaskSpec
 from fashionlab.models.hierarchy import constrained_predictions
+from fashionlab.tasks import IGNORE_INDEX, TaskSpec
 
 SCALAR_METRICS = ("acc", "f1_macro", "f1_weighted")
 #: Multiclass tasks with more classes keep no confusion matrix (e.g. 3,600 In-shop items: 13M cells

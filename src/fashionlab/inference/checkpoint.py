@@ -1,27 +1,34 @@
 """Load a training checkpoint (weights_only=True) back into a MultiTaskClassifier with its config.
 
 The stored config is checked against fashionlab.config_safety's allow-list before anything is
-built, and the model is rebuilt from the project's own code (the optimizer is not rebuilt)."""
+built, and the model is rebuilt from the project's own code through the same function as a training
+run (models.build.build_module); its optimizer and schedule are only built if it is ever fitted."""
 
 from __future__ import annotations
 
 import pickle
 import zipfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from fashionlab.config_safety import check_targets, require_local_path
+from fashionlab.config_safety import (
+    OPTIMIZERS,
+    SCHEDULERS,
+    SCHEDULES,
+    check_targets,
+    require_local_path,
+    safe_instantiate,
+)
 from fashionlab.data.datamodule import stored_identity
-from fashionlab.data.tasks import TaskSpec, tasks_from_config
 from fashionlab.errors import CheckpointError
 from fashionlab.fileio import file_digest
-from fashionlab.models.backbones import create_backbone
-from fashionlab.models.multitask import MultiTaskNet
-from fashionlab.training.losses import MultiTaskLoss
-from fashionlab.training.module import MultiTaskClassifier
+from fashionlab.models.build import build_module
+from fashionlab.models.module import MultiTaskClassifier
+from fashionlab.tasks import TaskSpec, tasks_from_config
 
 
 @dataclass
@@ -65,26 +72,6 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return checkpoint
 
 
-def _no_optimizer(*args: object, **kwargs: object) -> None:
-    raise CheckpointError("a model loaded for inference has no optimizer: its config's optimizer is "
-                          "never built when loading; resume training with `python train.py ckpt_path=...`")
-
-
-def build_module(cfg: DictConfig, tasks: list[TaskSpec]) -> MultiTaskClassifier:
-    """The training module's architecture from a training config, without pretrained weights,
-    for inference: nothing is instantiated from the config (no optimizer is built)."""
-    backbone_cfg = {**OmegaConf.to_container(cfg.backbone, resolve=True), "pretrained": False}
-    net = MultiTaskNet(create_backbone(**backbone_cfg), tasks, head=cfg.model.head)
-    return MultiTaskClassifier(
-        net=net,
-        tasks=tasks,
-        criterion=MultiTaskLoss(tasks, **cfg.model.loss),
-        optimizer=_no_optimizer,
-        channels_last=cfg.model.get("channels_last", False),
-        config=OmegaConf.to_container(cfg, resolve=True),
-    )
-
-
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
     """Rebuild the trained MultiTaskClassifier (eval mode) with its training config and tasks."""
     path = require_local_path(path).expanduser().resolve()
@@ -92,7 +79,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     hparams = checkpoint["hyper_parameters"]
     cfg = OmegaConf.create(check_targets(hparams["config"], str(path), key="hyper_parameters.config"))
     tasks = tasks_from_config(hparams["tasks"], key=f"{path.name}: hyper_parameters.tasks")
-    module = build_module(cfg, tasks)
+    allowed = (OPTIMIZERS, SCHEDULES, SCHEDULERS)
+    module = build_module(cfg, tasks, pretrained=False,
+                          build=partial(safe_instantiate, where=str(path), allowed=allowed))
     missing, unexpected = module.load_state_dict(checkpoint["state_dict"], strict=False)
     if missing or unexpected:
         raise CheckpointError(

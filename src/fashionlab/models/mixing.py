@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from timm.data import Mixup
 
-from fashionlab.data.tasks import TaskSpec
 from fashionlab.errors import ConfigError
+from fashionlab.tasks import TaskSpec
 
 MODES = ("batch", "pair", "elem")
 

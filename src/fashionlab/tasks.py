@@ -90,6 +90,15 @@ def tasks_from_config(tasks_cfg: Mapping[str, Any], key: str = "data.tasks") -> 
     return specs
 
 
+def task_by_name(tasks: list[TaskSpec], name: str, what: str = "task",
+                 owner: str = "the model's") -> TaskSpec:
+    """The task called `name`; a clear error listing the known tasks otherwise."""
+    for task in tasks:
+        if task.name == name:
+            return task
+    raise ConfigError(f"unknown {what} {name!r}; {owner} tasks are: {', '.join(t.name for t in tasks)}")
+
+
 def tasks_to_config(tasks: list[TaskSpec]) -> dict[str, dict[str, Any]]:
     """The inverse of `tasks_from_config`: plain containers (kept in checkpoints, since a data
     config may resolve its classes from the data itself)."""

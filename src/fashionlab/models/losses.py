@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fashionlab.data.tasks import IGNORE_INDEX, TaskSpec
 from fashionlab.errors import ConfigError
+from fashionlab.tasks import IGNORE_INDEX, TaskSpec
 
 CLASS_WEIGHTINGS = ("none", "balanced")
 

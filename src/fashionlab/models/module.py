@@ -8,16 +8,17 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch.optim import Optimizer
 
-from fashionlab.data.tasks import TaskSpec, tasks_to_config
 from fashionlab.errors import ConfigError
 from fashionlab.models.hierarchy import constrained_predictions
+from fashionlab.models.losses import MultiTaskLoss
+from fashionlab.models.metrics import StageMetrics, to_probs
+from fashionlab.models.mixing import BatchMixer
 from fashionlab.models.multitask import MultiTaskNet
-from fashionlab.training.losses import MultiTaskLoss
-from fashionlab.training.metrics import StageMetrics, to_probs
-from fashionlab.training.mixing import BatchMixer
-from fashionlab.training.schedulers import plan_steps
+from fashionlab.models.steps import plan_steps
+from fashionlab.tasks import TaskSpec, tasks_to_config
 
 STAGES = ("train", "val", "test")
 
@@ -27,7 +28,7 @@ class MultiTaskClassifier(L.LightningModule):
 
     Optimizer parameter groups: `heads` at the optimizer's lr, `backbone` at
     lr * backbone_lr_scale; the backbone's schedule starts when it is unfrozen, after
-    `freeze_epochs` epochs' worth of steps (`schedulers.plan_steps`). `results[stage]` keeps
+    `freeze_epochs` epochs' worth of steps (`models.steps.plan_steps`). `results[stage]` keeps
     the last per-class F1 and confusion matrices of each task for reporting.
 
     `mixup` (model.mixup: timm Mixup/CutMix options) mixes training batches and trains every task
@@ -101,12 +102,18 @@ class MultiTaskClassifier(L.LightningModule):
         self._step(batch, "test")
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Any]:
-        """Per task: `preds` (hierarchy-constrained class indices; multilabel: multi-hot) and
-        `probs` (softmax; multilabel: sigmoid), with the batch's dataset `index`."""
-        logits = self(batch["image"])
-        probs = {t.name: to_probs(t, logits[t.name]) for t in self.tasks}
-        return {"index": batch["index"], "preds": constrained_predictions(self.tasks, logits),
-                "probs": probs}
+        """One pass of `trainer.predict` (inference.embed): the batch's dataset `index`, its
+        `targets` when it has them, the L2-normalised pooled features (`embeddings`, float32) and,
+        per task, `probs` (softmax; multilabel: sigmoid) and `preds` (hierarchy-constrained class
+        indices; multilabel: multi-hot), all from one forward pass."""
+        images = batch["image"].contiguous(memory_format=self.memory_format)
+        features, logits = self.net.features_and_logits(images)
+        out = {"index": batch["index"], "embeddings": F.normalize(features.float(), dim=-1),
+               "probs": {t.name: to_probs(t, logits[t.name]).float() for t in self.tasks},
+               "preds": constrained_predictions(self.tasks, logits)}
+        if batch.get("targets"):
+            out["targets"] = batch["targets"]
+        return out
 
     def _end_epoch(self, stage: str) -> None:
         metrics = self.stage_metrics[f"{stage}_metrics"]
@@ -131,11 +138,11 @@ class MultiTaskClassifier(L.LightningModule):
         backbone = list(self.net.backbone.parameters())
         backbone_ids = {id(p) for p in backbone}
         heads = [p for p in self.net.parameters() if id(p) not in backbone_ids]
-        lr = float(self.optimizer_factory.keywords["lr"])
         optimizer = self.optimizer_factory([
             {"params": heads, "name": "heads"},
-            {"params": backbone, "lr": lr * self.backbone_lr_scale, "name": "backbone"},
+            {"params": backbone, "name": "backbone"},
         ])
+        optimizer.param_groups[1]["lr"] = optimizer.param_groups[0]["lr"] * self.backbone_lr_scale
         if self.scheduler_factory is None:
             return optimizer
         plan = plan_steps(self.trainer, self.freeze_epochs)
