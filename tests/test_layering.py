@@ -25,10 +25,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "recommend": ("training", "evaluation", "sweep", "experiments", "cli", "entrypoint"),
 }
 #: Known exceptions, each with its reason (an entry here is debt, not a rule).
-ALLOWED = {
-    # git_info moves into the shared provenance module (issue 12, `libs` part).
-    ("evaluation.run", "training.reporting"),
-}
+ALLOWED: set[tuple[str, str]] = set()
 
 
 def module_name(path: Path) -> str:

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from fashionlab.errors import ConfigError
 from fashionlab.models.metrics import MAX_CONFUSION_CLASSES
 from fashionlab.tasks import TaskSpec
-from fashionlab.training.reporting import wandb_confusion_chart
+from fashionlab.wandb_utils import wandb_confusion_chart
 
 
 def _fmt(value: Any) -> str:
@@ -113,7 +113,7 @@ def wandb_settings(cfg: DictConfig, train_cfg: DictConfig) -> dict[str, Any] | N
 def log_to_wandb(settings: Mapping[str, Any], out: Path, report: Mapping[str, Any], tasks: list[TaskSpec],
                  figures: Mapping[str, Path], config: Mapping[str, Any]) -> None:
     """Summary metrics, per-class and retrieval tables, confusion-matrix charts and the figures
-    (the caller finishes the run: `training.reporting.finish_wandb`)."""
+    (the caller finishes the run: `fashionlab.wandb_utils.finish_wandb`)."""
     import wandb
 
     run = wandb.init(project=settings["project"], group=settings["group"], name=settings["name"],

@@ -54,7 +54,7 @@ from fashionlab.retrieval.metrics import (
 )
 from fashionlab.rundir import check_run_folder, unique_stamp
 from fashionlab.tasks import TaskSpec, tasks_to_config
-from fashionlab.training.reporting import finish_wandb
+from fashionlab.wandb_utils import finish_wandb
 
 log = logging.getLogger(__name__)
 

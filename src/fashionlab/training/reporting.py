@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -17,6 +16,7 @@ from lightning.pytorch.callbacks import Callback
 
 from fashionlab.provenance import environment_info
 from fashionlab.tasks import TaskSpec
+from fashionlab.wandb_utils import finish_wandb, wandb_confusion_chart  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -97,19 +97,6 @@ def write_task_tables(run_dir: Path, stage: str, tasks: list[TaskSpec],
             confusion.to_csv(out / f"{stage}_{task.name}_confusion.csv")
 
 
-def wandb_confusion_chart(classes: list[str], confusion: np.ndarray, title: str) -> Any:
-    """A multiclass confusion matrix (rows = true class) as W&B's confusion-matrix chart."""
-    import wandb
-
-    rows = [[a, p, int(confusion[i, j])] for i, a in enumerate(classes)
-            for j, p in enumerate(classes)]
-    table = wandb.Table(columns=["Actual", "Predicted", "nPredictions"], data=rows)
-    return wandb.plot_table(
-        "wandb/confusion_matrix/v1", table,
-        {"Actual": "Actual", "Predicted": "Predicted", "nPredictions": "nPredictions"},
-        {"title": title})
-
-
 def log_wandb_tables(experiment: Any, stage: str, tasks: list[TaskSpec],
                      results: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
     """Log per-task confusion matrices (W&B's confusion-matrix chart) and per-class F1 tables."""
@@ -131,14 +118,6 @@ def log_wandb_tables(experiment: Any, stage: str, tasks: list[TaskSpec],
                 dataframe=confusion.reset_index())
     if payload:
         experiment.log(payload)
-
-
-def finish_wandb(exit_code: int) -> None:
-    """Close the process's open W&B run, if any (a run that raised too, so that its offline
-    files are complete and the next run in this process starts its own)."""
-    wandb = sys.modules.get("wandb")
-    if wandb is not None and getattr(wandb, "run", None) is not None:
-        wandb.finish(exit_code=exit_code)
 
 
 def summarise(metrics: Mapping[str, float], keys: Iterable[str]) -> str:
