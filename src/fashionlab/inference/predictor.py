@@ -8,24 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from fashionlab.config_safety import TRANSFORMS, safe_instantiate
 from fashionlab.data.array_dataset import ArrayImageDataset
+from fashionlab.data.preprocess import eval_transform_from_checkpoint
 from fashionlab.errors import DataNotFoundError
 from fashionlab.inference.checkpoint import LoadedCheckpoint, load_checkpoint
 from fashionlab.inference.embed import extract
 from fashionlab.inference.labels import label_names, predicted_indices
 from fashionlab.models.hierarchy import full_label
 from fashionlab.tasks import TaskSpec, task_by_name
-
-
-def expects_grayscale(cfg: DictConfig) -> bool:
-    """True when the training data's eval pipeline takes HxW grayscale (it converts with ToRGB)."""
-    steps = cfg.data.transforms.eval.get("transforms") or []
-    return any(str(step.get("_target_", "")).endswith(".ToRGB") for step in steps)
 
 
 @dataclass
@@ -63,9 +56,8 @@ class Predictor:
     def __init__(self, checkpoint: LoadedCheckpoint, batch_size: int = 64) -> None:
         self.checkpoint = checkpoint
         self.tasks: list[TaskSpec] = list(checkpoint.tasks)
-        self.transform = safe_instantiate(checkpoint.cfg.data.transforms.eval, str(checkpoint.path),
-                                          [TRANSFORMS], key="hyper_parameters.config.data.transforms.eval")
-        self.grayscale = expects_grayscale(checkpoint.cfg)
+        self.transform = eval_transform_from_checkpoint(checkpoint)
+        self.grayscale = self.transform.grayscale
         self.batch_size = int(batch_size)
 
     @classmethod

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from fashionlab.data.images import load_rgb
 from fashionlab.errors import ConfigError, DataNotFoundError, FashionlabError
 from fashionlab.fileio import write_json
-from fashionlab.inference.predictor import Predictions, Predictor, expects_grayscale  # noqa: F401  (re-exported)
+from fashionlab.inference.predictor import Predictions, Predictor  # noqa: F401  (re-exported)
 from fashionlab.tasks import TaskSpec
 
 OUTPUT_FORMATS = (".csv", ".json", ".txt")
