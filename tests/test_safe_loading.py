@@ -179,11 +179,12 @@ def test_weights_that_fail_to_load_run_nothing_either(tiny_run, tmp_path, made):
 @pytest.mark.slow
 def test_nested_transform_in_checkpoint_is_found(tiny_run, tmp_path, made):
     def edit(checkpoint):
-        checkpoint["hyper_parameters"]["config"]["data"]["transforms"]["eval"]["transforms"][1] = (
+        # the train pipeline: the eval one is built from the preprocessing record, not the config
+        checkpoint["hyper_parameters"]["config"]["data"]["transforms"]["train"]["transforms"][0] = (
             makedirs_at(made, "t"))
 
     path = write_hostile_checkpoint(tiny_run / "checkpoints" / "best.ckpt", tmp_path / "run", edit)
-    with pytest.raises(UnsafeConfigError, match=r"data\.transforms\.eval\.transforms\[1\]\._target_"):
+    with pytest.raises(UnsafeConfigError, match=r"data\.transforms\.train\.transforms\[0\]\._target_"):
         load_checkpoint(path)
     assert not made.exists()
 
