@@ -12,8 +12,8 @@ from omegaconf import DictConfig
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from fashionlab.config_safety import TRANSFORMS, safe_instantiate
 from fashionlab.data.array_dataset import ArrayImageDataset
+from fashionlab.data.preprocess import eval_transform_from_checkpoint, has_record
 from fashionlab.errors import DataNotFoundError
 from fashionlab.inference.checkpoint import LoadedCheckpoint, load_checkpoint
 from fashionlab.inference.embed import extract
@@ -23,7 +23,10 @@ from fashionlab.tasks import TaskSpec, task_by_name
 
 
 def expects_grayscale(cfg: DictConfig) -> bool:
-    """True when the training data's eval pipeline takes HxW grayscale (it converts with ToRGB)."""
+    """True when the training data's eval pipeline takes HxW grayscale (its preprocessing record
+    says so; a config from before the record: its eval pipeline converts with ToRGB)."""
+    if has_record(cfg.data):
+        return bool(cfg.data.preprocess.get("grayscale"))
     steps = cfg.data.transforms.eval.get("transforms") or []
     return any(str(step.get("_target_", "")).endswith(".ToRGB") for step in steps)
 
@@ -58,14 +61,15 @@ class Predictions:
 
 
 class Predictor:
-    """A loaded checkpoint with its eval transform, applied to decoded RGB images."""
+    """A loaded checkpoint with its eval transform (data.preprocess's record; the stored
+    data.transforms.eval of an older checkpoint), applied to decoded RGB images."""
 
     def __init__(self, checkpoint: LoadedCheckpoint, batch_size: int = 64) -> None:
         self.checkpoint = checkpoint
         self.tasks: list[TaskSpec] = list(checkpoint.tasks)
-        self.transform = safe_instantiate(checkpoint.cfg.data.transforms.eval, str(checkpoint.path),
-                                          [TRANSFORMS], key="hyper_parameters.config.data.transforms.eval")
-        self.grayscale = expects_grayscale(checkpoint.cfg)
+        evaluation = eval_transform_from_checkpoint(checkpoint)
+        self.transform = evaluation.pipeline
+        self.grayscale = evaluation.grayscale
         self.batch_size = int(batch_size)
 
     @classmethod
