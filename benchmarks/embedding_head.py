@@ -6,9 +6,9 @@ model without it (`embedding=none`), on the same batches (the quickstart setting
 
 Overrides are Hydra overrides of conf/train.yaml (e.g. data.batch_size=64 embedding.dim=256).
 Each step is forward, the task losses (+ the metric loss), backward and the optimizer step, with
-the backbone trainable. The two variants alternate (A,B then B,A, ...) and the reported ratio is
-the median of the per-pair time ratios. Prints a table and writes
-benchmarks/results/embedding_head.json.
+the backbone trainable. The two models step in turn on each batch (A,B then B,A, ...); the
+reported ratio is the median over repeats of median step time with / without the head. Prints a
+table and writes benchmarks/results/embedding_head.json.
 """
 
 from __future__ import annotations
@@ -38,28 +38,32 @@ def config(overrides: list[str]):
     return prepare_config(cfg)
 
 
-def timed_steps(cfg, datamodule, batches: list[dict], warmup: int) -> float:
-    """Seconds for the batches after `warmup`: one optimizer step each, the module's own
-    optimizer groups (configure_optimizers without the schedule)."""
-    torch.manual_seed(0)
-    model = build_model(cfg, datamodule)
-    model.net.backbone.requires_grad_(True)
-    model.scheduler_factory = None
-    optimizer = model.configure_optimizers()
-    model.train()
-    metric = model.metric_loss
-    for i, batch in enumerate(batches):
-        if i == warmup:
-            start = time.perf_counter()
+class Variant:
+    """One model (built once, backbone trainable) with its own optimizer groups
+    (configure_optimizers without the schedule); `step` times one optimizer step."""
+
+    def __init__(self, cfg, datamodule) -> None:
+        torch.manual_seed(0)
+        self.model = build_model(cfg, datamodule)
+        self.model.net.backbone.requires_grad_(True)
+        self.model.scheduler_factory = None
+        self.optimizer = self.model.configure_optimizers()
+        self.model.train()
+        self.times: list[float] = []
+
+    def step(self, batch: dict, record: bool) -> None:
+        model, metric = self.model, self.model.metric_loss
+        start = time.perf_counter()
         images = batch["image"].contiguous(memory_format=model.memory_format)
         features, logits = model.net.features_and_logits(images)
         loss, _ = model.criterion(logits, batch["targets"])
         if metric is not None:
             loss = loss + metric.weight * metric(model.net.embedding(features), batch["targets"][metric.task])
-        optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-    return time.perf_counter() - start
+        self.optimizer.step()
+        if record:
+            self.times.append(time.perf_counter() - start)
 
 
 def main() -> None:
@@ -76,22 +80,26 @@ def main() -> None:
     datamodule.setup()
     iterator = iter(datamodule.train_dataloader())
     batches = [next(iterator) for _ in range(args.steps + args.warmup)]
-    images = args.steps * datamodule.batch_size
 
     rows = []
     for loss in args.losses:
         cfg = config([f"embedding={loss}", *args.overrides])
-        plain, head = [], []
+        plain, head = Variant(base, datamodule), Variant(cfg, datamodule)
+        # Step by step, alternating which variant goes first: the shared CPU's speed drifts over
+        # seconds, so each pair of steps sees the same conditions; ratios of per-repeat medians.
+        ratios = []
         for repeat in range(args.repeats):
-            order = [(base, plain), (cfg, head)]
-            for variant, times in order if repeat % 2 == 0 else order[::-1]:
-                times.append(timed_steps(variant, datamodule, batches, args.warmup))
-                gc.collect()
-        ratios = [h / p for h, p in zip(head, plain, strict=True)]
+            plain.times, head.times = [], []
+            for i, batch in enumerate(batches):
+                pair = (plain, head) if (i + repeat) % 2 == 0 else (head, plain)
+                for variant in pair:
+                    variant.step(batch, record=i >= args.warmup)
+            ratios.append(statistics.median(head.times) / statistics.median(plain.times))
+            gc.collect()
         rows.append({
             "loss": loss, "dim": int(cfg.embedding.dim),
-            "without_img_s": images / statistics.median(plain),
-            "with_img_s": images / statistics.median(head),
+            "without_img_s": datamodule.batch_size / statistics.median(plain.times),
+            "with_img_s": datamodule.batch_size / statistics.median(head.times),
             "step_time_ratio": statistics.median(ratios),
             "ratio_min": min(ratios), "ratio_max": max(ratios),
         })
