@@ -80,15 +80,21 @@ CALLBACKS = Allowed("Lightning callbacks", ("lightning.pytorch.callbacks.", "fas
 LOGGERS = Allowed("Lightning loggers", ("lightning.pytorch.loggers.",),
                   _subclass_of("lightning.pytorch.loggers.Logger"))
 TRAINER = Allowed("lightning.Trainer", ("lightning.Trainer", "lightning.pytorch.Trainer"), _trainer)
+METRIC_LOSSES = Allowed("pytorch-metric-learning losses", ("pytorch_metric_learning.losses.",),
+                        _subclass_of("pytorch_metric_learning.losses.BaseMetricLossFunction"))
+MINERS = Allowed("pytorch-metric-learning miners", ("pytorch_metric_learning.miners.",),
+                 _subclass_of("pytorch_metric_learning.miners.BaseMiner"))
 TRAINER_PLUGINS = Allowed("the project's trainer plugins", ("fashionlab.training.cluster.",),
                           _function_of("fashionlab.training.cluster"))
 
 #: What a data config (training data, manifest.json's `data`) may build.
 DATA = (DATA_MODULES, TRANSFORMS)
-#: What a whole stored training config may name; loading builds only its data and transforms,
-#: the rest (optimizer, schedule, trainer, callbacks, logger) is checked but never built.
+#: What the embedding head's loss (conf/embedding) may build: loading a checkpoint builds it.
+EMBEDDING = (METRIC_LOSSES, MINERS)
+#: What a whole stored training config may name; loading builds only its data, transforms and
+#: embedding loss, the rest (optimizer, schedule, trainer, callbacks, logger) is checked but never built.
 TRAINING_CONFIG = (DATA_MODULES, TRANSFORMS, OPTIMIZERS, SCHEDULES, SCHEDULERS, CALLBACKS, LOGGERS,
-                   TRAINER, TRAINER_PLUGINS)
+                   TRAINER, TRAINER_PLUGINS, *EMBEDDING)
 
 _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 

@@ -42,6 +42,15 @@ def data_check_lines(report: Mapping[str, Any]) -> list[str]:
     return []
 
 
+def embedding_text(embedding: Mapping[str, Any] | None) -> str:
+    """What report.md says about the indexed embedding (none in older reports)."""
+    if not embedding:
+        return ""
+    if embedding.get("source") == "projection":
+        return f" (projection head, {embedding.get('loss')} loss on `{embedding.get('task')}`)"
+    return " (pooled backbone features)"
+
+
 def write_report_md(path: Path, report: Mapping[str, Any], tasks: list[TaskSpec]) -> None:
     """Human-readable tables of report.json."""
     cls, ret = report["classification"], report["retrieval"]
@@ -51,7 +60,8 @@ def write_report_md(path: Path, report: Mapping[str, Any], tasks: list[TaskSpec]
         f"- data fingerprint: `{report['data_fingerprint'][:16]}…`, backbone `{report['backbone']}`",
         *data_check_lines(report),
         f"- gallery: `{report['gallery_split']}` ({report['num_gallery']} items), query: "
-        f"`{report['query_split']}` ({report['num_query']}), embedding dim {report['embedding_dim']}",
+        f"`{report['query_split']}` ({report['num_query']}), embedding dim {report['embedding_dim']}"
+        + embedding_text(report.get("embedding")),
         f"- index: `{report['index']['type']}` (`{report['index']['factory']}`, "
         f"{json.dumps(report['index']['params'])})", "",
         "## Classification (test split)", "",

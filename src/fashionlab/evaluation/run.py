@@ -2,7 +2,8 @@
 
 Writes one evaluation directory (by default `<training run>/eval/<date>_<time>_<6 hex>/`): report.json,
 report.md, confusion_<task>.png, retrieval_examples.png, embeddings.npy, gallery.parquet,
-index.faiss and manifest.json.
+index.faiss and manifest.json; when the query split is not the gallery, also query_embeddings.npy and
+queries.parquet, so that every retrieval figure can be recomputed from the folder alone.
 """
 
 from __future__ import annotations
@@ -120,8 +121,16 @@ class SplitEmbeddings:
         return len(self.embeddings)
 
 
-def gallery_table(tasks: list[TaskSpec], gallery: SplitEmbeddings) -> pd.DataFrame:
-    """gallery.parquet: id, split, index, path, true label and prediction per task."""
+#: The query split's embeddings and table (same columns as gallery.parquet), when it is not the gallery.
+QUERY_EMBEDDINGS_FILE = "query_embeddings.npy"
+QUERIES_FILE = "queries.parquet"
+
+
+def gallery_table(tasks: list[TaskSpec], gallery: SplitEmbeddings,
+                  relevance_labels: tuple[list[TaskSpec], Any] | None = None) -> pd.DataFrame:
+    """gallery.parquet (or queries.parquet): id, split, index, path, true label and prediction per
+    task; with `relevance_labels` (the data's retrieval labels and the split's relabelled view,
+    see evaluation.protocol), a `relevance_<label>` column per label as well."""
     infos = [gallery.dataset.item_info(int(i)) for i in gallery.index]
     table: dict[str, Any] = {
         "id": np.arange(len(gallery), dtype=np.int64),
@@ -132,6 +141,8 @@ def gallery_table(tasks: list[TaskSpec], gallery: SplitEmbeddings) -> pd.DataFra
     for task in tasks:
         table[task.name] = label_names(task, gallery.targets[task.name])
         table[f"pred_{task.name}"] = label_names(task, gallery.preds[task.name])
+    for label in (relevance_labels or ([], None))[0]:
+        table[f"relevance_{label.name}"] = label_names(label, relevance_labels[1].targets[label.name])
     return pd.DataFrame(table)
 
 
@@ -341,15 +352,21 @@ def write_evaluation(cfg: DictConfig, out: Path, staging: Path, started: float,
     retrieval.update(protocol_summary(cfg))
     timings.update(retrieval.pop("timings"))
 
+    labels = datamodule.retrieval_tasks() if hasattr(datamodule, "retrieval_tasks") else []
     np.save(staging / EMBEDDINGS_FILE, gallery.embeddings)
-    gallery_table(tasks, gallery).to_parquet(staging / GALLERY_FILE, index=False)
+    gallery_table(tasks, gallery, (labels, r_gallery)).to_parquet(staging / GALLERY_FILE, index=False)
+    if cfg.query != cfg.gallery:
+        np.save(staging / QUERY_EMBEDDINGS_FILE, query.embeddings)
+        gallery_table(tasks, query, (labels, r_query)).to_parquet(staging / QUERIES_FILE, index=False)
     save_index(index, staging / INDEX_FILE)
+    embedding = loaded.module.embedding_info()
     manifest = make_manifest(
         checkpoint=str(loaded.path), checkpoint_sha256=loaded.sha256, data_fingerprint=fingerprint,
         index=info, embedding_dim=gallery.embeddings.shape[1], gallery_split=cfg.gallery,
         query_split=cfg.query, num_items=len(gallery), tasks=tasks_to_config(tasks))
     manifest.update(training_data_fingerprint=data_check["training_data_fingerprint"],
                     data_changed=data_check["data_changed"])
+    manifest["embedding"] = embedding
     manifest["data"] = OmegaConf.to_container(data_cfg, resolve=True)
     write_manifest(staging, manifest)
 
@@ -364,7 +381,7 @@ def write_evaluation(cfg: DictConfig, out: Path, staging: Path, started: float,
         **data_check, "backbone": str(loaded.cfg.backbone.name),
         "gallery_split": cfg.gallery, "query_split": cfg.query,
         "num_gallery": len(gallery), "num_query": len(query), "num_test": len(test),
-        "embedding_dim": int(gallery.embeddings.shape[1]), "index": info,
+        "embedding_dim": int(gallery.embeddings.shape[1]), "embedding": embedding, "index": info,
         "classification": classification, "retrieval": retrieval, "timings": timings,
         "device": device, "eval_dir": str(out), **git_info(cfg.paths.root_dir),
     }

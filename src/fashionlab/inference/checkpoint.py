@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from fashionlab.config_safety import (
+    EMBEDDING,
     OPTIMIZERS,
     SCHEDULERS,
     SCHEDULES,
@@ -79,7 +80,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     hparams = checkpoint["hyper_parameters"]
     cfg = OmegaConf.create(check_targets(hparams["config"], str(path), key="hyper_parameters.config"))
     tasks = tasks_from_config(hparams["tasks"], key=f"{path.name}: hyper_parameters.tasks")
-    allowed = (OPTIMIZERS, SCHEDULES, SCHEDULERS)
+    allowed = (OPTIMIZERS, SCHEDULES, SCHEDULERS, *EMBEDDING)
     module = build_module(cfg, tasks, pretrained=False,
                           build=partial(safe_instantiate, where=str(path), allowed=allowed))
     missing, unexpected = module.load_state_dict(checkpoint["state_dict"], strict=False)

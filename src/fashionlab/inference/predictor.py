@@ -51,7 +51,8 @@ class Predictions:
 
 
 class Predictor:
-    """A loaded checkpoint with its eval transform, applied to decoded RGB images."""
+    """A loaded checkpoint with its eval transform (data.preprocess's record; the stored
+    data.transforms.eval of an older checkpoint), applied to decoded RGB images."""
 
     def __init__(self, checkpoint: LoadedCheckpoint, batch_size: int = 64) -> None:
         self.checkpoint = checkpoint

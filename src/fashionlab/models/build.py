@@ -10,9 +10,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fashionlab.models.backbones import create_backbone
+from fashionlab.models.embedding import build_embedding
 from fashionlab.models.losses import MultiTaskLoss
 from fashionlab.models.module import MultiTaskClassifier
-from fashionlab.models.multitask import MultiTaskNet
+from fashionlab.models.multitask import MultiTaskNet, feature_dim
 from fashionlab.tasks import TaskSpec
 
 
@@ -41,21 +42,31 @@ def resolved_config(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
 
 
+def _plain(node: Any) -> dict[str, Any] | None:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
 def build_module(cfg: DictConfig, tasks: list[TaskSpec], pretrained: bool | None = None,
                  build: Callable[[Any], Any] = instantiate) -> MultiTaskClassifier:
     """The LightningModule of a training config: backbone (`pretrained` overrides
     backbone.pretrained; a checkpoint's weights replace them anyway), one head per task, the loss,
-    and the optimizer and schedule factories (`Deferred`, built by `build` at fit time) with
-    training.backbone_lr_scale and training.freeze_epochs."""
+    the retrieval embedding head and its metric loss (`embedding`; none by default, and in
+    checkpoints without the node), and the optimizer and schedule factories (`Deferred`, built
+    by `build` at fit time) with training.backbone_lr_scale and training.freeze_epochs."""
     backbone_cfg = OmegaConf.to_container(cfg.backbone, resolve=True)
     if pretrained is not None:
         backbone_cfg["pretrained"] = pretrained
-    net = MultiTaskNet(create_backbone(**backbone_cfg), tasks, head=cfg.model.head)
+    backbone = create_backbone(**backbone_cfg)
+    embedding = build_embedding(_plain(cfg.get("embedding")), feature_dim(backbone), tasks,
+                                cfg.data.get("main_task") if cfg.get("data") else None, build)
+    projection, metric_loss = embedding if embedding is not None else (None, None)
+    net = MultiTaskNet(backbone, tasks, head=cfg.model.head, embedding=projection)
     training = cfg.get("training") or {}
     return MultiTaskClassifier(
         net=net,
         tasks=tasks,
         criterion=MultiTaskLoss(tasks, **cfg.model.loss),
+        metric_loss=metric_loss,
         optimizer=Deferred(cfg.optimizer, build),
         scheduler=Deferred(cfg.scheduler, build) if cfg.get("scheduler") else None,
         backbone_lr_scale=training.get("backbone_lr_scale", 1.0),

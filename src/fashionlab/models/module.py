@@ -8,10 +8,10 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch.optim import Optimizer
 
 from fashionlab.errors import ConfigError
+from fashionlab.models.embedding import MetricLoss
 from fashionlab.models.hierarchy import constrained_predictions
 from fashionlab.models.losses import MultiTaskLoss
 from fashionlab.models.metrics import StageMetrics, to_probs
@@ -26,14 +26,18 @@ STAGES = ("train", "val", "test")
 class MultiTaskClassifier(L.LightningModule):
     """Shared backbone, one head per task, summed task losses and per-task metrics.
 
-    Optimizer parameter groups: `heads` at the optimizer's lr, `backbone` at
-    lr * backbone_lr_scale; the backbone's schedule starts when it is unfrozen, after
-    `freeze_epochs` epochs' worth of steps (`models.steps.plan_steps`). `results[stage]` keeps
-    the last per-class F1 and confusion matrices of each task for reporting.
+    Optimizer parameter groups: `heads` (with the embedding projection, if any) at the optimizer's
+    lr, `backbone` at lr * backbone_lr_scale, and `metric_loss` (the metric loss's own weights or
+    proxies, `embedding=arcface` etc.) at lr * embedding.lr_mult; the backbone's schedule starts
+    when it is unfrozen, after `freeze_epochs` epochs' worth of steps (`models.steps.plan_steps`).
+    `results[stage]` keeps the last per-class F1 and confusion matrices of each task for reporting.
 
     `mixup` (model.mixup: timm Mixup/CutMix options) mixes training batches and trains every task
     on the mixed soft targets; train metrics then compare predictions on the mixed images with the
     un-mixed labels (so they read lower than validation metrics).
+
+    `metric_loss` (models.embedding.MetricLoss) adds weight * its loss on the projection head's
+    embeddings (`net.embedding`) to the task losses, logged as `<stage>/embedding/loss`.
     """
 
     def __init__(
@@ -48,6 +52,7 @@ class MultiTaskClassifier(L.LightningModule):
         channels_last: bool = False,
         config: dict | None = None,
         mixup: Mapping[str, Any] | None = None,
+        metric_loss: MetricLoss | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters({"config": config or {}, "tasks": tasks_to_config(tasks)})
@@ -65,6 +70,19 @@ class MultiTaskClassifier(L.LightningModule):
                                                   for s in STAGES})
         self.results: dict[str, dict[str, dict[str, torch.Tensor]]] = {}
         self.mixer = BatchMixer(tasks, **mixup) if BatchMixer.enabled(mixup) else None
+        if metric_loss is not None and self.mixer is not None:
+            raise ConfigError(f"embedding={metric_loss.name} needs each image's own label; it cannot "
+                              f"train on mixed images (set model.mixup alphas to 0, or embedding=none)")
+        self.metric_loss = metric_loss
+
+    def embedding_info(self) -> dict[str, Any]:
+        """Which embedding the model searches with: the projection head (its loss, dim, task) or
+        the pooled features."""
+        if self.net.embedding is None:
+            return {"source": "pooled", "loss": "none"}
+        return {"source": "projection", "loss": self.metric_loss.name if self.metric_loss else None,
+                "task": self.metric_loss.task if self.metric_loss else None,
+                "dim": int(self.net.embedding.proj.out_features)}
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.net(images.contiguous(memory_format=self.memory_format))
@@ -80,8 +98,16 @@ class MultiTaskClassifier(L.LightningModule):
         images, loss_targets = batch["image"], batch["targets"]
         if stage == "train" and self.mixer is not None:
             images, loss_targets = self.mixer(images, loss_targets)
-        logits = self(images)
-        loss, parts = self.criterion(logits, loss_targets)
+        if self.metric_loss is None:
+            logits = self(images)
+            loss, parts = self.criterion(logits, loss_targets)
+        else:
+            features, logits = self.net.features_and_logits(
+                images.contiguous(memory_format=self.memory_format))
+            loss, parts = self.criterion(logits, loss_targets)
+            metric = self.metric_loss(self.net.embedding(features), batch["targets"][self.metric_loss.task])
+            parts["embedding"] = metric
+            loss = loss + self.metric_loss.weight * metric
         batch_size = batch["image"].shape[0]
         self.stage_metrics[f"{stage}_metrics"].update(logits, batch["targets"])
         on_step = stage == "train"
@@ -103,12 +129,13 @@ class MultiTaskClassifier(L.LightningModule):
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Any]:
         """One pass of `trainer.predict` (inference.embed): the batch's dataset `index`, its
-        `targets` when it has them, the L2-normalised pooled features (`embeddings`, float32) and,
+        `targets` when it has them, the searchable embedding (`embeddings`, float32, L2-normalised:
+        the projection head's output when the model has one, else the pooled features) and,
         per task, `probs` (softmax; multilabel: sigmoid) and `preds` (hierarchy-constrained class
         indices; multilabel: multi-hot), all from one forward pass."""
         images = batch["image"].contiguous(memory_format=self.memory_format)
         features, logits = self.net.features_and_logits(images)
-        out = {"index": batch["index"], "embeddings": F.normalize(features.float(), dim=-1),
+        out = {"index": batch["index"], "embeddings": self.net.search_embedding(features),
                "probs": {t.name: to_probs(t, logits[t.name]).float() for t in self.tasks},
                "preds": constrained_predictions(self.tasks, logits)}
         if batch.get("targets"):
@@ -138,11 +165,15 @@ class MultiTaskClassifier(L.LightningModule):
         backbone = list(self.net.backbone.parameters())
         backbone_ids = {id(p) for p in backbone}
         heads = [p for p in self.net.parameters() if id(p) not in backbone_ids]
-        optimizer = self.optimizer_factory([
-            {"params": heads, "name": "heads"},
-            {"params": backbone, "name": "backbone"},
-        ])
-        optimizer.param_groups[1]["lr"] = optimizer.param_groups[0]["lr"] * self.backbone_lr_scale
+        groups = [{"params": heads, "name": "heads"}, {"params": backbone, "name": "backbone"}]
+        own = list(self.metric_loss.parameters()) if self.metric_loss is not None else []
+        if own:
+            groups.append({"params": own, "name": "metric_loss"})
+        optimizer = self.optimizer_factory(groups)
+        base_lr = optimizer.param_groups[0]["lr"]
+        optimizer.param_groups[1]["lr"] = base_lr * self.backbone_lr_scale
+        if own:
+            optimizer.param_groups[2]["lr"] = base_lr * self.metric_loss.lr_mult
         if self.scheduler_factory is None:
             return optimizer
         plan = plan_steps(self.trainer, self.freeze_epochs)
@@ -150,7 +181,7 @@ class MultiTaskClassifier(L.LightningModule):
             raise ConfigError("trainer.max_epochs=-1 trains without end, but the learning-rate "
                               "schedule needs the number of steps: set trainer.max_steps")
         scheduler = self.scheduler_factory(
-            optimizer, total_steps=int(plan.total), group_starts=[0, plan.unfreeze],
+            optimizer, total_steps=int(plan.total), group_starts=[0, plan.unfreeze] + [0] * len(groups[2:]),
             steps_per_epoch=plan.per_epoch,
         )
         return {"optimizer": optimizer,

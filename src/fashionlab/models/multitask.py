@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fashionlab.models.heads import build_head
@@ -19,9 +20,11 @@ def feature_dim(backbone: nn.Module) -> int:
 
 
 class MultiTaskNet(nn.Module):
-    """Backbone features -> {task: logits}. `embed` gives the pooled (pre-head) features."""
+    """Backbone features -> {task: logits}. `embed` gives the pooled (pre-head) features;
+    `embedding`, when set (models.embedding.ProjectionHead), the retrieval embedding on them."""
 
-    def __init__(self, backbone: nn.Module, tasks: list[TaskSpec], head: Mapping[str, Any]):
+    def __init__(self, backbone: nn.Module, tasks: list[TaskSpec], head: Mapping[str, Any],
+                 embedding: nn.Module | None = None):
         super().__init__()
         self.backbone = backbone
         self.task_names = [t.name for t in tasks]
@@ -29,6 +32,14 @@ class MultiTaskNet(nn.Module):
         self.heads = nn.ModuleDict(
             {t.name: build_head(features, t.num_classes, **dict(head)) for t in tasks}
         )
+        self.embedding = embedding
+
+    def search_embedding(self, features: torch.Tensor) -> torch.Tensor:
+        """The searchable embedding of pooled features: the projection head's output, else the
+        features themselves; L2-normalised, float32."""
+        if self.embedding is not None:
+            return self.embedding(features)
+        return F.normalize(features.float(), dim=-1)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone(images)
