@@ -24,7 +24,7 @@ SYSTEM_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 # Fixture modules registered as plugins: fixtures_runs holds the session fixtures `tiny_run`
 # (a tiny trained run) and `tiny_eval_dir` (its evaluation directory).
-pytest_plugins = ["fixtures_runs"]
+pytest_plugins = ["fixtures_runs", "fixtures_browser"]
 
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 os.environ.setdefault("WANDB_SILENT", "true")

@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from fashionlab.data.image_table import ImageTableDataModule
+
 
 def write_bmp(path: Path, pixels: np.ndarray) -> Path:
     """A 24-bit BMP written byte by byte (bottom-up rows, BGR, rows padded to 4 bytes)."""
@@ -55,3 +57,21 @@ def bmp_table(root: Path, counts: dict[str, int]) -> pd.DataFrame:
             write_bmp(root / name, pixels_for(name))
             rows.append({"path": name, "article": cls, "source": f"list.csv:{len(rows) + 2}"})
     return pd.DataFrame(rows)
+
+
+class ListTable(ImageTableDataModule):
+    """The base with a table given in advance (what a reader's read_table would return)."""
+
+    def __init__(self, table: pd.DataFrame, **kwargs):
+        super().__init__(**kwargs)
+        self.table = table
+
+    def read_table(self) -> pd.DataFrame:
+        return self.table.copy()
+
+
+def list_table(root: Path, table: pd.DataFrame, transforms: dict, tasks=None, **kwargs) -> ListTable:
+    """A ListTable over `table` (default task: article, classes found), 16 px, batches of 4, seed 0."""
+    tasks = tasks or {"article": {"kind": "multiclass", "classes": "auto"}}
+    return ListTable(table, root=str(root), tasks=tasks, transforms=transforms, image_size=16,
+                     batch_size=4, seed=kwargs.pop("seed", 0), **kwargs)

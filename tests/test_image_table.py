@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 from fixtures_images import colour_for, noisy, save_image, write_garbage, write_truncated_jpeg
+from fixtures_tables import list_table
 
-from fashionlab.data.image_table import ImageTableDataModule
 from fashionlab.errors import BadImageError, ConfigError, DataFormatError
 
 TRANSFORMS = {"train": {"_target_": "albumentations.Compose", "transforms": [
@@ -20,21 +20,8 @@ TRANSFORMS = {"train": {"_target_": "albumentations.Compose", "transforms": [
 TRANSFORMS["eval"] = TRANSFORMS["train"]
 
 
-class ListTable(ImageTableDataModule):
-    """The base with a table given in advance (what a reader's read_table would return)."""
-
-    def __init__(self, table: pd.DataFrame, **kwargs):
-        super().__init__(**kwargs)
-        self.table = table
-
-    def read_table(self) -> pd.DataFrame:
-        return self.table.copy()
-
-
-def make(root: Path, table: pd.DataFrame, tasks=None, **kwargs) -> ListTable:
-    tasks = tasks or {"article": {"kind": "multiclass", "classes": "auto"}}
-    return ListTable(table, root=str(root), tasks=tasks, transforms=TRANSFORMS, image_size=16,
-                     batch_size=4, seed=kwargs.pop("seed", 0), **kwargs)
+def make(root: Path, table: pd.DataFrame, tasks=None, **kwargs):
+    return list_table(root, table, TRANSFORMS, tasks, **kwargs)
 
 
 def images(root: Path, counts: dict[str, int], ext: str = ".png") -> pd.DataFrame:

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import subprocess
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tomllib
+from fixtures_browser import running_app, wait_for
 from fixtures_recommend import (
     STYLES,
     make_eval_dir,
@@ -31,7 +29,7 @@ from fashionlab.cli import main
 from fashionlab.recommend.catalogue_io import open_index
 from fashionlab.recommend.outfit import kmeans
 from fashionlab.recommend.profile import build_profile
-from fashionlab.recommend.webapp import UploadError, read_upload, streamlit_command
+from fashionlab.recommend.webapp import UploadError, read_upload
 from fashionlab.retrieval.catalogue import Catalogue
 
 from conftest import ROOT, run_script
@@ -350,62 +348,13 @@ def test_upload_validation(rec, tmp_path):
         read_upload("notes.txt", b"hello, not an image", 2**20)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def browser():
-    webdriver = pytest.importorskip("selenium.webdriver")
-    if not Path("/usr/bin/chromium").exists() or not Path("/usr/bin/chromedriver").exists():
-        pytest.skip("needs Debian chromium and chromium-driver (apt-get install chromium chromium-driver)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,2200"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(
-        service=webdriver.ChromeService(executable_path="/usr/bin/chromedriver"), options=options
-    )
-    yield driver
-    driver.quit()
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 @pytest.mark.browser
 def test_app_in_headless_chromium(rec, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
-    port = free_port()
-    log = (tmp_path / "streamlit.log").open("w")
-    app = subprocess.Popen(
-        streamlit_command(rec.eval_dir, port=port, overrides=["app.k=6", "app.max_upload_mb=0.01"]),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
     ARTIFACTS.mkdir(exist_ok=True)
-    try:
-
-        def up() -> bool:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    return True
-            except OSError:
-                return app.poll() is not None
-
-        wait_for(up, 60, "the Streamlit server")
-        assert app.poll() is None, (tmp_path / "streamlit.log").read_text()
+    overrides = ["app.k=6", "app.max_upload_mb=0.01"]
+    with running_app(rec.eval_dir, overrides, tmp_path / "streamlit.log") as (port, _):
         browser.get(f"http://127.0.0.1:{port}")
         upload = wait_for(
             lambda: browser.find_elements(By.CSS_SELECTOR, "input[type=file]"), 90, "the uploader"
@@ -444,7 +393,3 @@ def test_app_in_headless_chromium(rec, browser, tmp_path):
         )
         assert "Traceback" not in body()
         browser.save_screenshot(str(ARTIFACTS / "recommend_app_errors.png"))
-    finally:
-        app.terminate()
-        app.wait(timeout=20)
-        log.close()

@@ -9,17 +9,20 @@ import numpy as np
 import pandas as pd
 import pytest
 from fixtures_readers import write_celeba, write_deepfashion, write_fashion_products
-from fixtures_tables import bmp_table, pixels_for, to_bmp_bytes, write_bmp
+from fixtures_tables import bmp_table, list_table, pixels_for, to_bmp_bytes, write_bmp
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
-from fashionlab.data.image_table import ImageTableDataModule
 from fashionlab.data.table.balance import BalanceConfig, balance_config
 from fashionlab.errors import ConfigError
 
 TRANSFORMS = {"train": {"_target_": "albumentations.Compose",
                         "transforms": [{"_target_": "albumentations.ToTensorV2"}]}}
 TRANSFORMS["eval"] = TRANSFORMS["train"]
+
+
+def make(root: Path, table: pd.DataFrame, tasks=None, **kwargs):
+    return list_table(root, table, TRANSFORMS, tasks, **kwargs)
 
 # Computed with the code before this refactor (image_table.py as one class, fashion_products'
 # rare_classes, CelebA's balance_styles) on the same byte-stable fixtures.
@@ -39,23 +42,6 @@ PINNED = {
 # The base config's balance block as it was (what an old checkpoint's config holds).
 OLD_BALANCE = {"task": None, "min_count": 0, "rare": "drop", "other_class": "other",
                "max_count": None, "sampler": "none"}
-
-
-class ListTable(ImageTableDataModule):
-    """The base with a table given in advance (what a reader's read_table would return)."""
-
-    def __init__(self, table: pd.DataFrame, **kwargs):
-        super().__init__(**kwargs)
-        self.table = table
-
-    def read_table(self) -> pd.DataFrame:
-        return self.table.copy()
-
-
-def make(root: Path, table: pd.DataFrame, tasks=None, **kwargs) -> ListTable:
-    tasks = tasks or {"article": {"kind": "multiclass", "classes": "auto"}}
-    return ListTable(table, root=str(root), tasks=tasks, transforms=TRANSFORMS, image_size=16,
-                     batch_size=4, seed=0, **kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -4,14 +4,12 @@ Chromium) and damaged catalogue files (issue 13)."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures_browser import running_app, wait_for
 from PIL import EpsImagePlugin, Image
 
 from fashionlab import cli
@@ -121,55 +119,11 @@ def test_damaged_catalogue_file_is_one_line_from_the_cli(tiny_eval_dir, tmp_path
 
 # ---- the demo in a real browser (the approach of test_recommend.py) -----------------------------
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-@pytest.fixture
-def browser():
-    webdriver = pytest.importorskip("selenium.webdriver")
-    if not Path("/usr/bin/chromium").exists() or not Path("/usr/bin/chromedriver").exists():
-        pytest.skip("needs Debian chromium and chromium-driver (apt-get install chromium chromium-driver)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,2200"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(
-        service=webdriver.ChromeService(executable_path="/usr/bin/chromedriver"), options=options)
-    yield driver
-    driver.quit()
-
-
 @pytest.mark.browser
 def test_app_refuses_bomb_and_eps_and_keeps_serving(tiny_eval_dir, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
-    port = free_port()
-    log = (tmp_path / "streamlit.log").open("w")
-    app = subprocess.Popen(streamlit_command(tiny_eval_dir, port=port, overrides=["app.k=3"]),
-                           stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    try:
-        def up() -> bool:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    return True
-            except OSError:
-                return app.poll() is not None
-
-        wait_for(up, 60, "the Streamlit server")
-        assert app.poll() is None, (tmp_path / "streamlit.log").read_text()
+    with running_app(tiny_eval_dir, ["app.k=3"], tmp_path / "streamlit.log") as (port, app):
         browser.get(f"http://127.0.0.1:{port}")
         body = lambda: browser.find_element(By.TAG_NAME, "body").text  # noqa: E731
         uploader = lambda: browser.find_elements(By.CSS_SELECTOR, "input[type=file]")  # noqa: E731
@@ -186,7 +140,3 @@ def test_app_refuses_bomb_and_eps_and_keeps_serving(tiny_eval_dir, browser, tmp_
         wait_for(lambda: "Predicted:" in body(), 90, "the prediction for a normal upload")
         assert "bomb.png is 5000x5000 pixels" in body() and "Traceback" not in body()
         assert app.poll() is None
-    finally:
-        app.terminate()
-        app.wait(timeout=20)
-        log.close()
