@@ -16,6 +16,7 @@ class Boom(RuntimeError):
     pass
 
 
+@pytest.mark.slow
 def test_failing_evaluation_leaves_no_final_folder(tiny_run, tmp_path, monkeypatch):
     """A step after the first files are written (the confusion figures) raises."""
     import fashionlab.evaluation.run as evaluation
@@ -32,6 +33,7 @@ def test_failing_evaluation_leaves_no_final_folder(tiny_run, tmp_path, monkeypat
     assert sorted(p.name for p in out.parent.iterdir() if p != out) == []  # no partial folder kept
 
 
+@pytest.mark.slow
 def test_evaluation_folder_appears_whole(tiny_run, tmp_path):
     out = tmp_path / "eval" / "whole"
     evaluate_run(tiny_run, out, FAST)

@@ -42,6 +42,7 @@ def fit_steps(module, datamodule, steps: int = 2) -> L.Trainer:
     return trainer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("option", OPTIONS)
 def test_each_loss_composes_and_trains(option, compose_cfg, fmnist_dir, tmp_path):
     cfg, datamodule, module = tiny_module(compose_cfg, fmnist_dir, tmp_path, f"embedding={option}",
@@ -80,6 +81,7 @@ def test_projection_is_normalised_with_the_configured_dim(compose_cfg, fmnist_di
                                        "dim": 20}
 
 
+@pytest.mark.slow
 def test_embedding_none_is_unchanged(compose_cfg, fmnist_dir, tmp_path):
     cfg, datamodule, module = tiny_module(compose_cfg, fmnist_dir, tmp_path)
     assert cfg.embedding.name == "none"
@@ -90,6 +92,7 @@ def test_embedding_none_is_unchanged(compose_cfg, fmnist_dir, tmp_path):
     assert [g["name"] for g in trainer.optimizers[0].param_groups] == ["heads", "backbone"]
 
 
+@pytest.mark.slow
 def test_bad_embedding_settings_are_config_errors(compose_cfg, fmnist_dir, tmp_path):
     with pytest.raises(ConfigError, match=r"embedding\.task='colour'"):
         tiny_module(compose_cfg, fmnist_dir, tmp_path, "embedding=arcface", "embedding.task=colour")

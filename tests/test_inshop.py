@@ -253,6 +253,7 @@ def test_protocol_defaults_from_the_data_config(inshop_root):
         check_protocol(with_data_protocol(nosuch, data), dm)
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_with_the_official_protocol(inshop_root, tmp_path):
     from fashionlab.training.run import train
 

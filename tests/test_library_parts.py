@@ -186,6 +186,7 @@ def session_processes(sid: int) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_failing_train_script_leaves_no_process_behind(fmnist_dir, tmp_path):
     out = tmp_path / "run"
     overrides = [o for o in tiny_overrides(fmnist_dir, out) if not o.startswith("logger=")]

@@ -142,6 +142,7 @@ def grey_as_rgb(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return grey, np.repeat(grey[..., None], 3, axis=2)
 
 
+@pytest.mark.slow
 def test_checkpoint_carries_the_record_and_the_predictor_uses_it(ckpt, tmp_path, monkeypatch):
     stored = read_checkpoint(ckpt)["hyper_parameters"]["config"]["data"]["preprocess"]
     lite0 = timm.models.get_pretrained_cfg("tf_efficientnet_lite0")

@@ -37,6 +37,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_outputs_and_structure(results: Path) -> None:
     assert {p.name for p in results.iterdir()} == {"results.md", "results.csv", "results.json"}
     summary = json.loads((results / "results.json").read_text())
@@ -80,6 +81,7 @@ def test_recall_and_ratios(results: Path) -> None:
     assert all(row["meets_target"] and row["index"] != "flat" for row in hits)
 
 
+@pytest.mark.slow
 def test_bad_arguments_are_one_line_errors(tmp_path: Path) -> None:
     proc = run_benchmark("--real", str(tmp_path / "missing"), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2

@@ -118,6 +118,7 @@ def test_tell_retries_a_database_error(sweep_cfg, monkeypatch):
     assert failures and [t.state for t in load(cfg).trials] == [TrialState.COMPLETE]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("interrupt", [KeyboardInterrupt(), SystemExit(1)], ids=["ctrl-c", "lightning-exit"])
 def test_ctrl_c_fails_the_trial_and_it_runs_again(sweep_cfg, monkeypatch, interrupt):
     """Ctrl-C in a trial (Lightning turns it into SystemExit(1)): the trial is failed and queued

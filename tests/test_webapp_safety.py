@@ -50,6 +50,7 @@ def test_app_listens_on_localhost_unless_told(tmp_path):
     assert _address(streamlit_command(tmp_path, host="0.0.0.0")) == "0.0.0.0"
 
 
+@pytest.mark.slow
 def test_cli_app_host_flag(tiny_eval_dir, monkeypatch):
     started = []
     monkeypatch.setattr(cli.subprocess, "call", lambda command: started.append(command) or 0)
@@ -106,6 +107,7 @@ def test_damaged_catalogue_file_is_named(tiny_eval_dir, tmp_path, name):
         Catalogue.load(folder)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["index.faiss", "embeddings.npy"])
 def test_damaged_catalogue_file_is_one_line_from_the_cli(tiny_eval_dir, tmp_path, name):
     folder = _damaged(tiny_eval_dir, tmp_path, name)
