@@ -135,12 +135,14 @@ def tiny_script(tmp_path) -> Path:
     return script
 
 
+@pytest.mark.slow
 def test_wrapper_user_error(tiny_script):
     proc = run_script(str(tiny_script), "mode=user", cwd=tiny_script.parent)
     assert_one_line_error(proc, "mode='user' is a user error")
     assert (tiny_script.parent / "run" / "tiny.log").is_file(), "Hydra's job set-up still ran"
 
 
+@pytest.mark.slow
 def test_wrapper_unexpected_exception_keeps_its_traceback(tiny_script):
     proc = run_script(str(tiny_script), "mode=bug", cwd=tiny_script.parent)
     assert proc.returncode == 1
@@ -148,6 +150,7 @@ def test_wrapper_unexpected_exception_keeps_its_traceback(tiny_script):
     assert "RuntimeError: an unexpected failure" in proc.stderr
 
 
+@pytest.mark.slow
 def test_wrapper_multirun_runs_every_job_then_reports(tiny_script):
     """A job's user error does not stop the others (here the next one, which succeeds)."""
     proc = run_script(str(tiny_script), "-m", "mode=user,ok", cwd=tiny_script.parent)
@@ -157,6 +160,7 @@ def test_wrapper_multirun_runs_every_job_then_reports(tiny_script):
     assert (out / "ran-user").is_file() and (out / "ran-ok").is_file()
 
 
+@pytest.mark.slow
 def test_wrapper_full_error_for_a_user_error(tiny_script, monkeypatch):
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
     proc = run_script(str(tiny_script), "mode=user", cwd=tiny_script.parent)

@@ -81,6 +81,7 @@ def test_multilabel_relevance_is_one_shared_label():
         assert mine[name] == pytest.approx(ref[ref_name], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_index_options(tmp_path):
     rng = np.random.default_rng(3)
     centres = rng.normal(size=(20, 32))

@@ -58,6 +58,7 @@ def assert_finished_with_retry(study: optuna.Study, n_trials: int, killed: int) 
 
 # --- in-process: fake training, fast ------------------------------------------------------------
 
+@pytest.mark.slow
 def test_heartbeat_keeps_beating_after_a_database_error(tmp_path, monkeypatch):
     sweep = OmegaConf.create({"heartbeat_interval": 1, "grace_period": None, "max_retry": 1})
     storage = open_storage(sweep, f"sqlite:///{tmp_path / 'heartbeat.db'}")
@@ -77,6 +78,7 @@ def test_heartbeat_keeps_beating_after_a_database_error(tmp_path, monkeypatch):
         assert beating.wait(60), f"heartbeat stopped after the database error ({len(calls)} call(s))"
 
 
+@pytest.mark.slow
 def test_result_is_kept_when_another_worker_failed_the_trial(sweep_cfg, monkeypatch):
     """Another worker saw no heartbeat (a database outage), failed the trial and queued its retry;
     the trial then finishes: its result completes the retry instead of raising in study.tell."""
@@ -101,6 +103,7 @@ def test_result_is_kept_when_another_worker_failed_the_trial(sweep_cfg, monkeypa
     assert len(calls) == 1 and result["complete"] == 1
 
 
+@pytest.mark.slow
 def test_tell_retries_a_database_error(sweep_cfg, monkeypatch):
     cfg = sweep_cfg(None, "sweep.n_trials=1", "sweep.pruner=none", "sweep.study_name=retell")
     monkeypatch.setattr("fashionlab.sweep.objective.train", lambda cfg, extra_callbacks=None: {METRIC: 0.5})
