@@ -42,7 +42,7 @@ from faiss.contrib.ivf_tools import add_preassigned
 
 from fashionlab.data.idx import read_idx
 from fashionlab.errors import ConfigError, DataFormatError, DataNotFoundError, FashionlabError
-from fashionlab.provenance import cpu_model, git_info
+from fashionlab.provenance import cpu_model, git_info, ram_gb
 from fashionlab.retrieval.index import index_plan, search
 from fashionlab.retrieval.metrics import recall_vs_exact
 
@@ -349,8 +349,7 @@ def provenance() -> dict[str, Any]:
     """Command, commit and the machine, for results.json (the project's shared provenance)."""
     return {"command": shlex.join(["python", *sys.argv]), **git_info(ROOT),
             "date": datetime.now().isoformat(timespec="seconds"),
-            "hardware": {"cpu": cpu_model(), "cpu_cores": os.cpu_count(), "ram_gb": round(
-                os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+            "hardware": {"cpu": cpu_model(), "cpu_cores": os.cpu_count(), "ram_gb": ram_gb(),
                 "faiss_threads": faiss.omp_get_max_threads(), "nice": os.nice(0),
                 "load_average": os.getloadavg(), "platform": platform.platform()},
             "faiss_version": faiss.__version__, "numpy_version": np.__version__,

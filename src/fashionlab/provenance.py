@@ -37,13 +37,17 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def ram_gb() -> float | None:
+    """The machine's physical memory in GiB (one decimal), None where the OS does not say."""
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    return None
+
+
 def environment_info() -> dict[str, Any]:
     """The machine and library versions in use: CPU model and cores, RAM, GPUs, torch/timm/lightning."""
     import torch
 
-    ram_gb = None
-    with contextlib.suppress(ValueError, OSError, AttributeError):
-        ram_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     gpus = ([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
             if torch.cuda.is_available() else [])
     versions = {}
@@ -52,6 +56,6 @@ def environment_info() -> dict[str, Any]:
             versions[f"{package}_version"] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[f"{package}_version"] = None
-    return {"cpu": cpu_model(), "cpu_cores": os.cpu_count(), "ram_gb": ram_gb,
+    return {"cpu": cpu_model(), "cpu_cores": os.cpu_count(), "ram_gb": ram_gb(),
             "gpu": ", ".join(gpus) or None, "gpu_count": len(gpus),
             "python_version": platform.python_version(), "platform": platform.platform(), **versions}
