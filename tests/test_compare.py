@@ -107,6 +107,24 @@ def test_retrieval_metrics_come_from_the_newest_evaluation(tmp_path):
     assert row["retrieval/article/mAP@R"] == pytest.approx(0.15)
 
 
+def test_sort_orders_by_a_chosen_column_and_names_it(tmp_path, capsys):
+    a = fake_run(tmp_path / "a", 0.01, 0.8)
+    b = fake_run(tmp_path / "b", 0.02, 0.6)
+    fake_eval(a, "e", 0.2, mtime=1_000_000)
+    fake_eval(b, "e", 0.4, mtime=1_000_000)
+    assert list(load_comparison([a, b]).table["run"]) == ["a", "b"]  # by val/article/acc
+    comparison = load_comparison([a, b], sort="retrieval/article/mAP@R")
+    assert list(comparison.table["run"]) == ["b", "a"]
+    assert (comparison.monitor, comparison.mode) == ("retrieval/article/mAP@R", "max")
+    assert list(load_comparison([a, b], sort="retrieval/article/P@1:min").table["run"]) == ["a", "b"]
+    out = tmp_path / "cmp"
+    assert main(["compare", str(a), str(b), "-o", str(out), "--sort", "retrieval/article/P@1"]) == 0
+    assert "sorted by `retrieval/article/P@1` (highest first)" in (out / "comparison.md").read_text()
+    assert main(["compare", str(a), str(b), "-o", str(tmp_path / "x"), "--sort", "retrieval/nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'retrieval/nope'" in err[0] and "retrieval/article/mAP@R" in err[0], err
+
+
 def test_parameters_are_counted_from_the_checkpoint_when_metrics_lack_them(tmp_path):
     ckpt = tmp_path / "model.ckpt"
     torch.save({"state_dict": {"net.w": torch.zeros(3, 4), "net.bn.running_mean": torch.zeros(4),

@@ -258,13 +258,16 @@ def test_train_and_evaluate_with_the_official_protocol(inshop_root, tmp_path):
     from fashionlab.training.run import train
 
     run = tmp_path / "run"
+    # The named experiment itself (its 512-d Proxy-Anchor embedding on the item ids), made tiny for a CPU.
     cfg = compose_config("train", [
-        "data=deepfashion_inshop", f"data.root={inshop_root}", "data.val_items=2", "data.crop=true",
+        "experiment=inshop_resnet50", f"data.root={inshop_root}", "data.val_items=2", "data.crop=true",
         "backbone=efficientnet_lite0", "backbone.pretrained=false", "data.image_size=32",
-        "data.batch_size=4", "data.eval_batch_size=8", "data.num_workers=0", "logger=none", "trainer=cpu",
+        "data.pin_memory=false", "data.batch_size=4", "data.eval_batch_size=8", "data.num_workers=0",
+        "logger=none", "trainer=cpu",
         "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "trainer.num_sanity_val_steps=0",
         "training.freeze_epochs=0", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-        "callbacks.progress_bar=null", "+model.loss.task_weights.item=0.1", f"hydra.run.dir={run}"])
+        "callbacks.progress_bar=null", "model.loss.task_weights.item=0.1", f"hydra.run.dir={run}"])
+    assert (cfg.embedding.name, cfg.embedding.dim, cfg.embedding.task) == ("proxy_anchor", 512, "item")
     metrics = train(cfg)
     assert {"test/clothes_type/acc", "val/clothes_type/acc"} <= set(metrics)
     out = tmp_path / "eval"
@@ -282,6 +285,8 @@ def test_train_and_evaluate_with_the_official_protocol(inshop_root, tmp_path):
     assert 0 <= item["recall_at_1"] <= item["recall_at_2"] <= 1
     assert {"precision_at_1", "map_at_r"} <= set(item)
     assert "R@6" in (out / "report.md").read_text()
+    assert report["embedding_dim"] == 512
+    assert report["embedding"]["source"] == "projection" and report["embedding"]["loss"] == "proxy_anchor"
 
 
 def test_item_relevance_without_an_item_head(inshop_root):

@@ -238,3 +238,19 @@ def test_slurm_plugins_outside_slurm_and_bad_signal(monkeypatch):
     assert slurm_plugins() == []
     with pytest.raises(ConfigError, match="requeue_signal"):
         slurm_plugins(requeue_signal="SIGNOPE")
+
+
+@pytest.mark.slow
+def test_retrieval_gpu_experiment_composes_and_runs(compose_cfg, fmnist_dir, tmp_path):
+    """The GPU retrieval recipe: fashion_mnist_best without mixing, plus an ArcFace embedding."""
+    cfg = compose_cfg(["experiment=fmnist_retrieval_gpu"])
+    assert cfg.backbone.name == "resnet50" and cfg.data.image_size == 112
+    assert cfg.trainer.accelerator == "gpu" and cfg.trainer.max_epochs == 30
+    assert cfg.model.mixup.mixup_alpha == 0 and cfg.model.mixup.cutmix_alpha == 0
+    assert (cfg.embedding.name, cfg.embedding.dim, cfg.embedding.task) == ("arcface", 128, "article")
+    assert cfg.callbacks.ema._target_ == "fashionlab.training.ema.EMAWeights"
+    cfg = compose_cfg(["experiment=fmnist_retrieval_gpu", *tiny_overrides(fmnist_dir, tmp_path),
+                       "trainer=cpu", "trainer.fast_dev_run=true", "backbone.pretrained=false",
+                       "data.image_size=32", "data.num_workers=0", "data.pin_memory=false"])
+    metrics = train(cfg)
+    assert np.isfinite(metrics["test/article/acc"])

@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run folders (with metrics.json), multirun folders or sweep folders")
     p.add_argument("-o", "--output", help="folder for comparison.md/.csv/.png "
                    "(default: outputs/compare/<date_time>)")
+    p.add_argument("--sort", metavar="COLUMN[:min|max]",
+                   help="order by this column (e.g. retrieval/article/mAP@R; highest first unless :min) "
+                   "instead of the monitored metric")
 
     p = sub.add_parser("record", help="record an experiment: experiments/NAME/README.md and results")
     p.add_argument("name", help="folder name under experiments/")
@@ -102,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--notes-file", help="markdown to include as the experiment's notes")
     p.add_argument("--into", default="experiments", help="parent folder (default: experiments)")
     p.add_argument("--force", action="store_true", help="rewrite an existing experiment folder")
+    p.add_argument("--sort", metavar="COLUMN[:min|max]",
+                   help="order by this column (e.g. retrieval/article/mAP@R; highest first unless :min) "
+                   "instead of the monitored metric")
     return parser
 
 
@@ -280,7 +286,7 @@ def _compare(args) -> None:
     from fashionlab.experiments.compare import compare
 
     out = args.output or f"outputs/compare/{time.strftime('%Y-%m-%d_%H-%M-%S')}"
-    comparison = compare(args.runs, out)
+    comparison = compare(args.runs, out, args.sort)
     _report_skipped(comparison.skipped)
     print(f"{len(comparison.runs)} runs compared -> " + ", ".join(str(p) for p in comparison.files.values()))
 
@@ -289,10 +295,11 @@ def _record(args) -> None:
     from fashionlab.experiments.record import record
 
     argv = [args.name, "--runs", *args.runs, *[a for c in args.commands for a in ("--command", c)]]
-    argv += [a for flag, value in (("--title", args.title), ("--notes-file", args.notes_file))
+    argv += [a for flag, value in (("--title", args.title), ("--notes-file", args.notes_file),
+                                   ("--sort", args.sort))
              if value for a in (flag, value)]
     out = record(args.name, args.runs, args.commands, args.title, args.notes_file, args.into,
-                 args.force, argv)
+                 args.force, argv, args.sort)
     print(f"experiment recorded -> {out / 'README.md'}")
 
 

@@ -1,6 +1,7 @@
 """Compare finished runs: one row per run with the config keys that differ, test accuracy and
 macro-F1 per task, retrieval P@1 / mAP@R when evaluated, parameters, throughput and wall time,
-sorted by the monitored metric; written as comparison.md, comparison.csv and comparison.png."""
+sorted by the monitored metric (or a column chosen with `sort`); written as comparison.md,
+comparison.csv and comparison.png."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from fashionlab.errors import ConfigError
 from fashionlab.experiments.runs import Run, count_checkpoint_parameters, find_runs, flat_config, load_run
 
 # Config keys that differ between runs without being a choice of the experiment.
@@ -123,14 +125,26 @@ def metric_columns(runs: Sequence[Run], monitor: str | None) -> pd.DataFrame:
     return table[[*order, "num_parameters", "train_images_per_s", "duration_s"]]
 
 
-def compare_runs(runs: list[Run], skipped: Sequence[Path] = ()) -> Comparison:
-    """The comparison table of loaded runs, best (by the monitored metric) first."""
+def sort_column(sort: str, table: pd.DataFrame) -> tuple[str, str]:
+    """`COLUMN` (highest first) or `COLUMN:min` / `COLUMN:max`, a numeric column of the table."""
+    column, _, mode = sort.rpartition(":") if sort.endswith((":min", ":max")) else (sort, "", "max")
+    numeric = [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c])]
+    if column not in numeric:
+        raise ConfigError(f"--sort {sort!r}: not a numeric column of the comparison; choose one of "
+                          + ", ".join(numeric))
+    return column, mode
+
+
+def compare_runs(runs: list[Run], skipped: Sequence[Path] = (), sort: str | None = None) -> Comparison:
+    """The comparison table of loaded runs, best (by the monitored metric, or by `sort`) first."""
     monitor, mode = common_monitor(runs)
     config = config_differences(runs)
     metrics = metric_columns(runs, monitor)
     table = pd.concat([pd.DataFrame({"run": run_labels([r.path for r in runs])}), config, metrics],
                       axis=1)
     table["path"] = [str(r.path) for r in runs]
+    if sort:
+        monitor, mode = sort_column(sort, table)
     if monitor:
         order = table[monitor].sort_values(ascending=(mode == "min"), na_position="last",
                                            kind="stable").index
@@ -140,10 +154,10 @@ def compare_runs(runs: list[Run], skipped: Sequence[Path] = ()) -> Comparison:
                       config_columns=list(config.columns), skipped=list(skipped))
 
 
-def load_comparison(paths: Iterable[str | Path]) -> Comparison:
+def load_comparison(paths: Iterable[str | Path], sort: str | None = None) -> Comparison:
     """Find the runs under `paths` (runs, multirun or sweep folders) and compare them."""
     run_dirs, skipped = find_runs(paths)
-    return compare_runs([load_run(p) for p in run_dirs], skipped)
+    return compare_runs([load_run(p) for p in run_dirs], skipped, sort)
 
 
 def _format(column: str, value: Any) -> str:
@@ -236,8 +250,8 @@ def write_comparison(comparison: Comparison, out: Path) -> dict[str, Path]:
     return files
 
 
-def compare(paths: Iterable[str | Path], out: str | Path) -> Comparison:
+def compare(paths: Iterable[str | Path], out: str | Path, sort: str | None = None) -> Comparison:
     """`fashionlab compare`: load the runs, write the three files into `out`."""
-    comparison = load_comparison(paths)
+    comparison = load_comparison(paths, sort)
     write_comparison(comparison, Path(out))
     return comparison

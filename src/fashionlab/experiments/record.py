@@ -213,7 +213,7 @@ def readme(name: str, title: str | None, comparison: Comparison, given_commands:
 
 def record(name: str, runs: Sequence[str | Path], commands: Sequence[str] = (), title: str | None = None,
            notes_file: str | Path | None = None, root: str | Path = "experiments", force: bool = False,
-           argv: Sequence[str] = ()) -> Path:
+           argv: Sequence[str] = (), sort: str | None = None) -> Path:
     """Write `<root>/<name>/` (README.md, comparison.csv/.md/.png, figures/); returns the folder."""
     if not NAME_PATTERN.fullmatch(name):
         raise ConfigError(f"experiment name {name!r}: use letters, digits, '.', '_' and '-' only")
@@ -227,7 +227,7 @@ def record(name: str, runs: Sequence[str | Path], commands: Sequence[str] = (), 
         except OSError as error:
             raise ConfigError(f"--notes-file {notes_file}: {error.strerror or error}") from error
     given = [Path(r) for r in runs]
-    comparison = load_comparison(given)
+    comparison = load_comparison(given, sort)
     if out.exists():
         shutil.rmtree(out / "figures", ignore_errors=True)
     write_comparison(comparison, out)
