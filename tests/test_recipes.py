@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
+from omegaconf import OmegaConf
 from timm.data import Mixup
 from timm.data.mixup import mixup_target
 from timm.loss import SoftTargetCrossEntropy
@@ -254,3 +255,16 @@ def test_retrieval_gpu_experiment_composes_and_runs(compose_cfg, fmnist_dir, tmp
                        "data.image_size=32", "data.num_workers=0", "data.pin_memory=false"])
     metrics = train(cfg)
     assert np.isfinite(metrics["test/article/acc"])
+
+
+def test_retrieval_cpu_experiment_is_the_recorded_command_line(compose_cfg, tmp_path):
+    """experiment=fmnist_retrieval_cpu composes the config the recorded runs had on their command line."""
+    named = compose_cfg(["experiment=fmnist_retrieval_cpu", f"hydra.run.dir={tmp_path}"])
+    spelled = compose_cfg(["experiment=fmnist_lite0_cpu_best", "embedding=arcface", "trainer.max_epochs=5",
+                           "data.image_size=48", f"hydra.run.dir={tmp_path}"])
+    named_cfg = OmegaConf.to_container(named, resolve=False)
+    spelled_cfg = OmegaConf.to_container(spelled, resolve=False)
+    for cfg in (named_cfg, spelled_cfg):
+        cfg.pop("hydra"), cfg.pop("task_name")
+    assert named_cfg == spelled_cfg
+    assert named.embedding.name == "arcface" and named.data.image_size == 48
