@@ -260,11 +260,11 @@ def test_retrieval_gpu_experiment_composes_and_runs(compose_cfg, fmnist_dir, tmp
 def test_retrieval_cpu_experiment_is_the_recorded_command_line(compose_cfg, tmp_path):
     """experiment=fmnist_retrieval_cpu composes the config the recorded runs had on their command line."""
     named = compose_cfg(["experiment=fmnist_retrieval_cpu", f"hydra.run.dir={tmp_path}"])
-    spelled = compose_cfg(["experiment=fmnist_lite0_cpu_best", "embedding=arcface", "trainer.max_epochs=5",
+    spelled = compose_cfg(["experiment=fmnist_lite0_cpu_best", "embedding=multi_similarity", "trainer.max_epochs=5",
                            "data.image_size=48", f"hydra.run.dir={tmp_path}"])
     named_cfg = OmegaConf.to_container(named, resolve=False)
     spelled_cfg = OmegaConf.to_container(spelled, resolve=False)
     for cfg in (named_cfg, spelled_cfg):
         cfg.pop("hydra"), cfg.pop("task_name")
     assert named_cfg == spelled_cfg
-    assert named.embedding.name == "arcface" and named.data.image_size == 48
+    assert named.embedding.name == "multi_similarity" and named.data.image_size == 48
