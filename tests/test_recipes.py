@@ -243,12 +243,12 @@ def test_slurm_plugins_outside_slurm_and_bad_signal(monkeypatch):
 
 @pytest.mark.slow
 def test_retrieval_gpu_experiment_composes_and_runs(compose_cfg, fmnist_dir, tmp_path):
-    """The GPU retrieval recipe: fashion_mnist_best without mixing, plus an ArcFace embedding."""
+    """The GPU retrieval recipe: fashion_mnist_best without mixing, plus a SupCon embedding."""
     cfg = compose_cfg(["experiment=fmnist_retrieval_gpu"])
     assert cfg.backbone.name == "resnet50" and cfg.data.image_size == 112
     assert cfg.trainer.accelerator == "gpu" and cfg.trainer.max_epochs == 30
     assert cfg.model.mixup.mixup_alpha == 0 and cfg.model.mixup.cutmix_alpha == 0
-    assert (cfg.embedding.name, cfg.embedding.dim, cfg.embedding.task) == ("arcface", 128, "article")
+    assert (cfg.embedding.name, cfg.embedding.dim, cfg.embedding.task) == ("supcon", 128, "article")
     assert cfg.callbacks.ema._target_ == "fashionlab.training.ema.EMAWeights"
     cfg = compose_cfg(["experiment=fmnist_retrieval_gpu", *tiny_overrides(fmnist_dir, tmp_path),
                        "trainer=cpu", "trainer.fast_dev_run=true", "backbone.pretrained=false",
@@ -260,11 +260,11 @@ def test_retrieval_gpu_experiment_composes_and_runs(compose_cfg, fmnist_dir, tmp
 def test_retrieval_cpu_experiment_is_the_recorded_command_line(compose_cfg, tmp_path):
     """experiment=fmnist_retrieval_cpu composes the config the recorded runs had on their command line."""
     named = compose_cfg(["experiment=fmnist_retrieval_cpu", f"hydra.run.dir={tmp_path}"])
-    spelled = compose_cfg(["experiment=fmnist_lite0_cpu_best", "embedding=multi_similarity", "trainer.max_epochs=5",
+    spelled = compose_cfg(["experiment=fmnist_lite0_cpu_best", "embedding=supcon", "trainer.max_epochs=5",
                            "data.image_size=48", f"hydra.run.dir={tmp_path}"])
     named_cfg = OmegaConf.to_container(named, resolve=False)
     spelled_cfg = OmegaConf.to_container(spelled, resolve=False)
     for cfg in (named_cfg, spelled_cfg):
         cfg.pop("hydra"), cfg.pop("task_name")
     assert named_cfg == spelled_cfg
-    assert named.embedding.name == "multi_similarity" and named.data.image_size == 48
+    assert named.embedding.name == "supcon" and named.data.image_size == 48
