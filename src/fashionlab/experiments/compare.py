@@ -200,8 +200,10 @@ def plot_comparison(comparison: Comparison, path: Path) -> Path:
             panels.append(test_acc)
     panels = panels or [c for c in table.columns if c.startswith("test/")][:1] or ["duration_s"]
     height = max(2.5, 0.45 * len(table) + 1.2)
-    figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), height), squeeze=False)
     labels = list(table["run"])[::-1]
+    label_width = 0.075 * max(len(str(label)) for label in labels)  # inches: the run names, drawn once
+    figure, axes = plt.subplots(1, len(panels), figsize=(label_width + 4.5 * len(panels), height),
+                                squeeze=False, sharey=True)
     for ax, column in zip(axes[0], panels, strict=True):
         values = pd.to_numeric(table[column], errors="coerce").fillna(0.0).tolist()[::-1]
         bars = ax.barh(labels, values, color="#4C72B0")
@@ -211,7 +213,7 @@ def plot_comparison(comparison: Comparison, path: Path) -> Path:
         ax.margins(x=0.2)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
     return path
 
