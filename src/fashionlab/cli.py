@@ -92,9 +92,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run folders (with metrics.json), multirun folders or sweep folders")
     p.add_argument("-o", "--output", help="folder for comparison.md/.csv/.png "
                    "(default: outputs/compare/<date_time>)")
-    p.add_argument("--sort", metavar="COLUMN[:min|max]",
-                   help="order by this column (e.g. retrieval/article/mAP@R; highest first unless :min) "
-                   "instead of the monitored metric")
 
     p = sub.add_parser("record", help="record an experiment: experiments/NAME/README.md and results")
     p.add_argument("name", help="folder name under experiments/")
@@ -105,9 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--notes-file", help="markdown to include as the experiment's notes")
     p.add_argument("--into", default="experiments", help="parent folder (default: experiments)")
     p.add_argument("--force", action="store_true", help="rewrite an existing experiment folder")
-    p.add_argument("--sort", metavar="COLUMN[:min|max]",
-                   help="order by this column (e.g. retrieval/article/mAP@R; highest first unless :min) "
-                   "instead of the monitored metric")
+    for name in ("compare", "record"):
+        sub.choices[name].add_argument(
+            "--sort", metavar="COLUMN[:min|max]", help="order by this column (e.g. retrieval/article/mAP@R; "
+            "highest first unless :min) instead of the monitored metric")
     return parser
 
 
