@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 from faiss.contrib.ivf_tools import add_preassigned
 
-from fashionlab.data.idx import read_idx
+from fashionlab.data.readers.idx import read_idx
 from fashionlab.errors import ConfigError, DataFormatError, DataNotFoundError, FashionlabError
 from fashionlab.provenance import cpu_model, git_info, ram_gb
 from fashionlab.retrieval.index import index_plan, search

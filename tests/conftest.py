@@ -15,8 +15,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from fashionlab.data.fashion_mnist import FILES
-from fashionlab.data.idx import write_idx
+from fashionlab.data.readers.fashion_mnist import FILES
+from fashionlab.data.readers.idx import write_idx
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

@@ -13,8 +13,8 @@ import pytest
 import torch
 from torchmetrics.classification import MultilabelAccuracy, MultilabelF1Score
 
-from fashionlab.data.fashion_mnist import FILES
-from fashionlab.data.idx import write_idx
+from fashionlab.data.readers.fashion_mnist import FILES
+from fashionlab.data.readers.idx import write_idx
 from fashionlab.evaluation.classification import classification_report
 from fashionlab.models.metrics import TaskMetrics
 from fashionlab.tasks import TaskSpec

@@ -11,7 +11,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from fashionlab.data.fashion_mnist import FILES, locate_fashion_mnist, read_fashion_mnist_split
+from fashionlab.data.readers.fashion_mnist import FILES, locate_fashion_mnist, read_fashion_mnist_split
 from fashionlab.errors import ConfigError, DataFormatError, DataNotFoundError
 
 from conftest import SYSTEM_FMNIST, write_fashion_mnist
@@ -69,7 +69,7 @@ def test_download_with_wrong_md5_keeps_nothing(tmp_path, file_server):
 
 def test_label_count_mismatch_names_the_file(tmp_path):
     folder = write_fashion_mnist(tmp_path / "fm")
-    from fashionlab.data.idx import write_idx
+    from fashionlab.data.readers.idx import write_idx
 
     write_idx(folder / FILES["test"][1], np.zeros(3, dtype=np.uint8))
     with pytest.raises(DataFormatError, match=r"t10k-labels-idx1-ubyte\.gz: 3 labels for 80"):

@@ -6,8 +6,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from fashionlab.data.fashion_mnist import read_fashion_mnist_split
-from fashionlab.data.fashion_mnist_attrs import assign_attributes
+from fashionlab.data.readers.fashion_mnist import read_fashion_mnist_split
+from fashionlab.data.readers.fashion_mnist_attrs import assign_attributes
 from fashionlab.errors import ConfigError
 from fashionlab.training.run import prepare_config, train
 

@@ -5,7 +5,7 @@ import gzip
 import numpy as np
 import pytest
 
-from fashionlab.data.idx import read_idx, write_idx
+from fashionlab.data.readers.idx import read_idx, write_idx
 from fashionlab.errors import DataFormatError
 
 

@@ -13,8 +13,8 @@ import pytest
 from fixtures_images import colour_for, noisy, save_image
 from PIL import EpsImagePlugin, Image, ImageFile
 
-from fashionlab.data.csv_table import CsvDataModule
 from fashionlab.data.images import check_image, load_rgb
+from fashionlab.data.readers.csv_table import CsvDataModule
 from fashionlab.errors import BadImageError
 
 from conftest import ROOT

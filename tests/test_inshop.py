@@ -22,7 +22,7 @@ from fixtures_inshop import (
 from fixtures_runs import compose_config
 from omegaconf import OmegaConf
 
-from fashionlab.data.deepfashion_inshop import DeepFashionInShopDataModule, read_partition
+from fashionlab.data.readers.deepfashion_inshop import DeepFashionInShopDataModule, read_partition
 from fashionlab.errors import ConfigError, DataFormatError, DataNotFoundError
 from fashionlab.evaluation.protocol import check_protocol, with_data_protocol
 from fashionlab.evaluation.run import evaluate  # also registers the resolver of evaluate.yaml's run dir

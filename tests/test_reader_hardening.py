@@ -11,11 +11,11 @@ import pytest
 from fixtures_readers import write_celeba, write_deepfashion
 from fixtures_tables import bmp_table, pixels_for, write_bmp
 
-from fashionlab.data.celeba_style import celeba_style_table
-from fashionlab.data.csv_table import CsvDataModule
-from fashionlab.data.deepfashion import deepfashion_table
-from fashionlab.data.download import download_file
-from fashionlab.data.image_folder import ImageFolderDataModule
+from fashionlab.data.readers.celeba_style import celeba_style_table
+from fashionlab.data.readers.csv_table import CsvDataModule
+from fashionlab.data.readers.deepfashion import deepfashion_table
+from fashionlab.data.readers.download import download_file
+from fashionlab.data.readers.image_folder import ImageFolderDataModule
 from fashionlab.errors import DataFormatError
 
 TRANSFORMS = {"train": {"_target_": "albumentations.Compose",

@@ -16,20 +16,20 @@ from fixtures_readers import (
     write_fashion_products,
 )
 
-from fashionlab.data.celeba_style import (
+from fashionlab.data.readers.celeba_style import (
     celeba_style_table,
     derive_styles,
     read_celeba_attributes,
     read_celeba_partition,
 )
-from fashionlab.data.deepfashion import (
+from fashionlab.data.readers.deepfashion import (
     deepfashion_table,
     read_attr_cloth,
     read_attr_img,
     read_category_cloth,
     read_category_img,
 )
-from fashionlab.data.fashion_products import products_table, read_styles_csv
+from fashionlab.data.readers.fashion_products import products_table, read_styles_csv
 from fashionlab.data.table.balance import rare_classes
 from fashionlab.data.table.cap import cap_labels as balance_styles
 from fashionlab.errors import ConfigError, DataFormatError, DataNotFoundError

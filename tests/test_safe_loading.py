@@ -230,7 +230,7 @@ def test_project_configs_pass(tiny_run):
     "albumentations.core.serialization.save",   # a function, not a transform
     "fashionlab.training.schedulers.math.exp",  # imported into the schedulers module
     "fashionlab.training.run.train",            # project code, but not something loading builds
-    "fashionlab.data.download.download_file",
+    "fashionlab.data.readers.download.download_file",
     "lightning.pytorch.callbacks.os.makedirs",
     "fashionlab.nope.Missing",
 ])
@@ -326,3 +326,15 @@ def test_resume_refuses_hostile_checkpoint(hostile_ckpt, made):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "optimizer._target_" in proc.stderr and "os.makedirs" in proc.stderr
     assert not made.exists()
+
+
+def test_a_config_naming_a_reader_by_its_old_module_loads_as_the_moved_one():
+    """Checkpoints written before the readers moved to fashionlab.data.readers still load."""
+    from fashionlab.config_safety import DATA, check_targets
+
+    old = {"_target_": "fashionlab.data.fashion_mnist.FashionMNISTDataModule",
+           "nested": [{"_target_": "fashionlab.data.image_folder.ImageFolderDataModule"}]}
+    plain = check_targets(old, "old.ckpt", DATA)
+    assert plain["_target_"] == "fashionlab.data.readers.fashion_mnist.FashionMNISTDataModule"
+    assert plain["nested"][0]["_target_"] == \
+        "fashionlab.data.readers.image_folder.ImageFolderDataModule"

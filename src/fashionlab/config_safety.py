@@ -96,7 +96,38 @@ EMBEDDING = (METRIC_LOSSES, MINERS)
 TRAINING_CONFIG = (DATA_MODULES, TRANSFORMS, OPTIMIZERS, SCHEDULES, SCHEDULERS, CALLBACKS, LOGGERS,
                    TRAINER, TRAINER_PLUGINS, *EMBEDDING)
 
+#: Modules that moved, {old: new}: a config written before the move (a checkpoint, a manifest)
+#: names the old module; its targets are read as the new one's before they are checked.
+MOVED_MODULES = {
+    f"fashionlab.data.{name}": f"fashionlab.data.readers.{name}"
+    for name in ("attributes", "celeba_style", "csv_table", "deepfashion", "deepfashion_inshop",
+                 "fashion_mnist", "fashion_mnist_attrs", "fashion_products", "hierarchical",
+                 "image_folder")
+}
+
 _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def moved_target(target: Any) -> Any:
+    """`target` with a moved module's old name replaced by its new one (others unchanged)."""
+    if isinstance(target, str):
+        module, _, name = target.rpartition(".")
+        if module in MOVED_MODULES:
+            return f"{MOVED_MODULES[module]}.{name}"
+    return target
+
+
+def _renamed(node: Any) -> Any:
+    """Plain containers with every `_target_` passed through `moved_target` (in place)."""
+    if isinstance(node, dict):
+        if "_target_" in node:
+            node["_target_"] = moved_target(node["_target_"])
+        for value in node.values():
+            _renamed(value)
+    elif isinstance(node, list):
+        for value in node:
+            _renamed(value)
+    return node
 
 
 def _join(key: str, part: str) -> str:
@@ -156,7 +187,7 @@ def check_targets(cfg: Any, where: str, allowed: Sequence[Allowed] = TRAINING_CO
     """Resolve `cfg` (a config read from `where`; `key`: its dotted key in that file) and check
     every `_target_` in it; returns the resolved plain containers. Raises UnsafeConfigError
     naming every offending key and target, before anything is built."""
-    plain = _plain(cfg, where, key)
+    plain = _renamed(_plain(cfg, where, key))
     problems = []
     for path, value, is_target in _walk(plain, key):
         if not is_target:

@@ -24,13 +24,13 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
-from fashionlab.data.counted_list import (
+from fashionlab.data.image_table import ImageTableDataModule
+from fashionlab.data.readers.counted_list import (
     check_count,
     check_unique_names,
     open_text,
     read_counted_list,
 )
-from fashionlab.data.image_table import ImageTableDataModule
 from fashionlab.data.splits import stratified_split
 from fashionlab.data.table.split import size_of
 from fashionlab.errors import ConfigError, DataFormatError, DataNotFoundError

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from fashionlab.data.datamodule import MultiTaskDataModule
-from fashionlab.data.download import download_file
-from fashionlab.data.idx import read_idx
+from fashionlab.data.readers.download import download_file
+from fashionlab.data.readers.idx import read_idx
 from fashionlab.data.splits import stratified_split
 from fashionlab.errors import ConfigError, DataFormatError, DataNotFoundError
 

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fashionlab.data.counted_list import (
+from fashionlab.data.image_table import ImageTableDataModule
+from fashionlab.data.readers.counted_list import (
     check_count,
     check_unique_names,
     iter_rows,
@@ -27,7 +28,6 @@ from fashionlab.data.counted_list import (
     read_counted_list,
     split_name_and_value,
 )
-from fashionlab.data.image_table import ImageTableDataModule
 from fashionlab.errors import ConfigError, DataFormatError
 
 log = logging.getLogger(__name__)

@@ -16,15 +16,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fashionlab.data.counted_list import (
+from fashionlab.data.image_table import ImageTableDataModule
+from fashionlab.data.readers.counted_list import (
     check_count,
     check_unique_names,
     iter_rows,
     open_text,
     read_count_and_header,
 )
-from fashionlab.data.image_table import ImageTableDataModule
-from fashionlab.data.reader_utils import find_file
+from fashionlab.data.readers.reader_utils import find_file
 from fashionlab.errors import ConfigError, DataFormatError
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from fashionlab.data.image_folder import list_images
 from fashionlab.data.image_table import ImageTableDataModule
+from fashionlab.data.readers.image_folder import list_images
 from fashionlab.errors import ConfigError, DataFormatError
 
 GENDER_FOLDERS = ("female", "male", "unisex", "women", "men", "girls", "boys", "kids")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fashionlab.data.csv_table import CsvDataModule
+from fashionlab.data.readers.csv_table import CsvDataModule
 from fashionlab.data.tables import is_missing, split_values
 from fashionlab.errors import ConfigError, DataFormatError
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from fashionlab.data.fashion_mnist import (
+from fashionlab.data.readers.fashion_mnist import (
     CLASSES,
     FashionMNISTDataModule,
     read_fashion_mnist_split,
@@ -247,7 +247,7 @@ def sample_grid(datamodule: FashionMNISTAttrsDataModule, split: str = "test",
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m fashionlab.data.fashion_mnist_attrs --grid docs/fashion_mnist_attrs.png`."""
+    """`python -m fashionlab.data.readers.fashion_mnist_attrs --grid docs/fashion_mnist_attrs.png`."""
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
     from PIL import Image
