@@ -158,7 +158,8 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
     datamodule.report_dir = str(run_dir)
     model = build_model(cfg, datamodule)
     apply_matmul_precision(cfg)
-    compile_backbone(model, cfg.training.get("compile", False))
+    compile_backbone(model, cfg.training.get("compile", False),
+                     cfg.training.get("compile_backend", "inductor"))
     logger = build_logger(cfg)
     if resume is not None and rank_zero_only.rank == 0:
         keep_csv_history(logger, resume)

@@ -50,12 +50,13 @@ def apply_matmul_precision(cfg: DictConfig) -> str | None:
     return str(precision)
 
 
-def compile_backbone(model: MultiTaskClassifier, setting: bool | str) -> bool:
-    """Compile the backbone's forward in place (`training.compile`: true, or a torch.compile mode);
-    the heads, losses and metrics stay eager. Returns whether it compiled."""
+def compile_backbone(model: MultiTaskClassifier, setting: bool | str, backend: str = "inductor") -> bool:
+    """Compile the backbone's forward in place (`training.compile`: true, or a torch.compile mode;
+    `training.compile_backend`: inductor, or e.g. aot_eager to debug); the heads, losses and metrics
+    stay eager. Returns whether it compiled."""
     if setting is False or setting is None:
         return False
     mode = None if setting is True or setting == "default" else str(setting)
-    model.net.backbone.compile(mode=mode)
-    log.info("backbone compiled (torch.compile, mode=%s)", mode or "default")
+    model.net.backbone.compile(mode=mode, backend=backend)
+    log.info("backbone compiled (torch.compile, backend=%s, mode=%s)", backend, mode or "default")
     return True
