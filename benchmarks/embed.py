@@ -13,6 +13,7 @@ writes benchmarks/results/embed.json.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import time
@@ -25,7 +26,6 @@ from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
 from fashionlab.config_safety import DATA, safe_instantiate
-from fashionlab.evaluation.run import eval_loader
 from fashionlab.inference.checkpoint import load_checkpoint
 from fashionlab.inference.embed import extract
 from fashionlab.models.build import build_module
@@ -51,6 +51,14 @@ def model_and_data(args: argparse.Namespace):
 
     module.net.backbone.load_state_dict(create_backbone(**cfg.backbone).state_dict())
     return module.eval(), datamodule
+
+
+def eval_loader(datamodule, split: str, batch_size: int) -> DataLoader:
+    """evaluate.py's loader (fashionlab.evaluation.run.eval_loader) without importing the evaluation,
+    which needs FAISS: the GPU session's first command runs this before FAISS is installed."""
+    dataset = copy.copy(datamodule.splits[split])
+    dataset.transform = datamodule.eval_transform()
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=datamodule.num_workers)
 
 
 def synchronize(module) -> None:
