@@ -10,8 +10,8 @@ offline kit of the dry-run instead: this project's wheel only (its dependencies 
 nothing downloaded. The image's packages (IMAGE) are left out, and so are
 the dependencies of features a GPU session does not use (LEFT_OUT: the web demo, HTML sweep plots,
 cloud storage backends of litdata). It prints the kit's size and fails when the working tree plus the
-kit exceed --limit-mib; a kit too big for one command is split into part1/ (what stages 1 and 3 use) and part2/
-(the data and the wheels only later stages need) for two consecutive commands on the warm machine
+kit exceed --limit-mib; a kit too big for one command is split into part1/ (what stages 1 and 3 use)
+and part2/ (the data and the wheels only later stages need) for two consecutive commands on the warm machine
 (docs/gpu_session.md). The largest data file travels xz-compressed (the session script restores the .gz).
 """
 
@@ -26,29 +26,32 @@ import lzma
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
+import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 1024 * 1024
 #: What the GPU image has (docs/gpu_session.md), with the dependencies those bring along.
-IMAGE = {canonicalize_name(n) for n in (
-    "torch torchvision triton lightning pytorch-lightning lightning-utilities timm torchmetrics numpy pandas "
-    "pyarrow opencv-python opencv-python-headless opencv-contrib-python matplotlib tensorboard "
-    "huggingface-hub safetensors pyyaml fsspec filelock jinja2 markupsafe sympy mpmath networkx "
-    "typing-extensions setuptools packaging tqdm python-dateutil pytz tzdata six pillow contourpy cycler "
-    "fonttools kiwisolver pyparsing protobuf grpcio absl-py markdown werkzeug tensorboard-data-server "
-    "aiohttp aiosignal aiohappyeyeballs frozenlist multidict yarl propcache attrs idna"
-).split()}
+IMAGE = {canonicalize_name(n) for n in [
+    "torch", "torchvision", "triton", "lightning", "pytorch-lightning", "lightning-utilities", "timm",
+    "torchmetrics", "numpy", "pandas", "pyarrow", "opencv-python", "opencv-python-headless",
+    "opencv-contrib-python", "matplotlib", "tensorboard", "huggingface-hub", "safetensors", "pyyaml",
+    "fsspec", "filelock", "jinja2", "markupsafe", "sympy", "mpmath", "networkx", "typing-extensions",
+    "setuptools", "packaging", "tqdm", "python-dateutil", "pytz", "tzdata", "six", "pillow",
+    "contourpy", "cycler", "fonttools", "kiwisolver", "pyparsing", "protobuf", "grpcio", "absl-py",
+    "markdown", "werkzeug", "tensorboard-data-server", "aiohttp", "aiosignal", "aiohappyeyeballs",
+    "frozenlist", "multidict", "yarl", "propcache", "attrs", "idna"
+]}
 #: Dependencies of features a GPU session does not use (nothing below them is followed either): the web
 #: demo (streamlit), sweeps (optuna, its plots), W&B (the session logs to CSV; 20 MB), litdata's cloud
 #: backends, the reference metric implementation that only tests use (scikit-learn, via PML's extras).
-LEFT_OUT = {canonicalize_name(n) for n in (
-    "streamlit plotly optuna optuna-integration wandb boto3 botocore s3transfer obstore tifffile scikit-learn"
-).split()}
+LEFT_OUT = {canonicalize_name(n) for n in [
+    "streamlit", "plotly", "optuna", "optuna-integration", "wandb", "boto3", "botocore", "s3transfer",
+    "obstore", "tifffile", "scikit-learn"
+]}
 #: Wheels that go with the data into part2 when the kit is split: what stages 1 and 3 (install, speed) do
 #: not use. The split is by stage because one part must leave room for the working tree: part1 serves
 #: stages 1 and 3, part2 stages 2 (the GPU tests: FAISS), 4 and 5 (the recipes: Lite0's ImageNet weights).
@@ -184,8 +187,8 @@ def lay_out(out: Path, budget: int) -> list[str]:
     for part, members in plan.items():
         size = sum(p.stat().st_size for p in members)
         if size > budget:
-            sys.exit(f"error: kit {part} ({size / MIB:.1f} MiB) exceeds the {budget / MIB:.1f} MiB left beside "
-                     f"the working tree")
+            sys.exit(f"error: kit {part} ({size / MIB:.1f} MiB) exceeds the {budget / MIB:.1f} MiB left "
+                     f"beside the working tree")
         for path in members:
             target = out / part / path.relative_to(staging)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -195,7 +198,8 @@ def lay_out(out: Path, budget: int) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "gpu_kit")
     parser.add_argument("--limit-mib", type=float, default=64.0, help="working tree + one part, at most")
     parser.add_argument("--local", action="store_true",
@@ -222,7 +226,8 @@ def main() -> None:
               f"{(size + tree) / MIB:.1f} MiB of {args.limit_mib:g} MiB")
     print(f"kit: {out} ({len(pins)} wheels pinned + fashionlab; parts: {', '.join(parts)})")
     if len(parts) > 1:
-        print("two commands: carry gpu_kit/part1 (installs), then gpu_kit/part2 (runs); see docs/gpu_session.md")
+        print("two commands: carry gpu_kit/part1 (stages 1,3), then gpu_kit/part2 (stages 1,2,4,5); "
+              "see docs/gpu_session.md")
 
 
 if __name__ == "__main__":

@@ -56,17 +56,25 @@ def window_timer(warmup: int):
     return WindowTimer()
 
 
+def backbone(args: argparse.Namespace) -> list[str]:
+    if args.model == "resnet50":
+        return ["backbone=resnet50"]
+    return ["backbone=timm", f"backbone.name={args.model}"]
+
+
 def fashionlab_overrides(args: argparse.Namespace, run_dir: Path) -> list[str]:
-    model = ["backbone=resnet50"] if args.model == "resnet50" else ["backbone=timm", f"backbone.name={args.model}"]
+    model = backbone(args)
     device = (["trainer=gpu", "data.pin_memory=true"] if args.device == "cuda"
               else ["trainer=cpu", "trainer.precision=bf16-mixed"])
-    return [*model, *device, "data=synthetic", "backbone.pretrained=false", f"data.image_size={args.image_size}",
+    return [*model, *device, "data=synthetic", "backbone.pretrained=false",
+            f"data.image_size={args.image_size}",
             f"data.num_classes={args.num_classes}", f"data.distinct={args.distinct}",
             f"data.train_length={args.steps * args.batch_size}", f"data.eval_length={args.batch_size}",
             f"data.batch_size={args.batch_size}", f"data.eval_batch_size={args.batch_size}",
             f"data.num_workers={args.workers}", "model.channels_last=true", "training.freeze_epochs=0",
             "optimizer.lr=1e-3", "optimizer.weight_decay=0.05", "trainer.max_epochs=1",
-            "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "callbacks.progress_bar=null",
+            "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
+            "callbacks.progress_bar=null",
             "trainer.log_every_n_steps=50", "logger=none", "test=false", "task_name=speed",
             f"hydra.run.dir={run_dir}"]
 
@@ -93,7 +101,8 @@ def run_fashionlab(args: argparse.Namespace) -> dict:
 
 def timm_arguments(args: argparse.Namespace) -> list[str]:
     return ["--model", args.model, "--num-classes", str(args.num_classes), "--img-size", str(args.image_size),
-            "-b", str(args.batch_size), "--epochs", "1", "--amp", "--amp-dtype", "bfloat16", "--channels-last",
+            "-b", str(args.batch_size), "--epochs", "1", "--amp", "--amp-dtype", "bfloat16",
+            "--channels-last",
             "--no-prefetcher", "--workers", str(args.workers), "--opt", "adamw", "--lr", "1e-3",
             "--weight-decay", "0.05", "--sched", "cosine", "--warmup-epochs", "0", "--log-interval", "50",
             "--output", str(args.out / "timm_run"), "--data-dir", str(args.out), "--dataset", "synthetic",
@@ -107,7 +116,8 @@ def child(args: argparse.Namespace, *extra: str, log: str, env: dict | None = No
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--model", default="resnet50")
@@ -150,8 +160,9 @@ def main() -> None:
     ours, theirs = result["fashionlab"].get("images_per_s"), result["timm"].get("images_per_s")
     result["train_ratio"] = round(ours / theirs, 4) if ours and theirs else None
 
-    model = ["backbone=resnet50"] if args.model == "resnet50" else ["backbone=timm", f"backbone.name={args.model}"]
-    rc = child(args, str(ROOT / "benchmarks" / "embed.py"), "--device", args.device, "--variants", "channels_last",
+    model = backbone(args)
+    rc = child(args, str(ROOT / "benchmarks" / "embed.py"), "--device", args.device,
+               "--variants", "channels_last",
                "--batches", str(args.embed_batches), "--batch-size", str(args.batch_size), "--repeats", "3",
                "--out", str(args.out / "embed.json"), *model, "data=synthetic", "backbone.pretrained=false",
                f"data.image_size={args.image_size}", f"data.num_classes={args.num_classes}",

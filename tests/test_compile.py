@@ -56,9 +56,9 @@ def test_compiled_run_resumes_and_its_checkpoint_loads(fmnist_dir, tmp_path):
 
 def test_compile_and_matmul_settings_are_checked(fmnist_dir, tmp_path):
     base = tiny_overrides(fmnist_dir, tmp_path)
-    with pytest.raises(ConfigError, match="training.compile"):
+    with pytest.raises(ConfigError, match=r"training\.compile"):
         prepare_config(compose_config("train", [*base, "training.compile=fast"]))
-    with pytest.raises(ConfigError, match="training.matmul_precision"):
+    with pytest.raises(ConfigError, match=r"training\.matmul_precision"):
         prepare_config(compose_config("train", [*base, "training.matmul_precision=tf32"]))
     # TF32 is a CUDA setting: a CPU run keeps full float32 matmuls
     cfg = prepare_config(compose_config("train", [*base, "trainer=cpu"]))
