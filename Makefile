@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: install data quickstart test test-fast test-gpu docs lint benchmark
+.PHONY: install data quickstart test test-fast test-gpu docs lint benchmark gpu-kit
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,3 +45,8 @@ test-gpu: install data
 
 benchmark: install data
 	$(BIN)/python benchmarks/train_overhead.py
+
+# Everything a lent GPU machine lacks, into gpu_kit/ (needs the network; docs/gpu_session.md), then there:
+# bash benchmarks/gpu_session.sh OUTDIR
+gpu-kit: install data
+	$(BIN)/python benchmarks/gpu_kit.py

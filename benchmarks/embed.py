@@ -2,7 +2,8 @@
 class probabilities, copied out batch by batch) vs the bare model forward on the same pre-built
 batches, with memory-format and torch.compile variants (CPU by default).
 
-    python benchmarks/embed.py [--ckpt <checkpoint>] [--batches 10] [--repeats 5] [--compile] [override ...]
+    python benchmarks/embed.py [--ckpt <checkpoint>] [--batches 10] [--repeats 5] [--compile] [--device cuda]
+                               [override ...]
 
 Without --ckpt the model is built from conf/train.yaml plus the overrides (quickstart settings:
 EfficientNet-Lite0 with its bundled ImageNet weights, 36 px Fashion-MNIST). Prints a table and
@@ -12,6 +13,7 @@ writes benchmarks/results/embed.json.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import time
@@ -19,10 +21,11 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from torch.utils.data import DataLoader
 
 from fashionlab.config_safety import DATA, safe_instantiate
-from fashionlab.evaluation.run import eval_loader
 from fashionlab.inference.checkpoint import load_checkpoint
 from fashionlab.inference.embed import extract
 from fashionlab.models.build import build_module
@@ -37,7 +40,9 @@ def model_and_data(args: argparse.Namespace):
         return loaded.module, safe_instantiate(loaded.cfg.data, str(loaded.path), DATA, key="data",
                                                _recursive_=False)
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["hydra.run.dir=/tmp/unused", *args.overrides])
+        cfg = compose("train", overrides=["hydra.run.dir=/tmp/unused", *args.overrides],
+                      return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)  # the config's ${hydra:...} paths resolve as under train.py
     prepare_config(cfg)
     datamodule = instantiate(cfg.data, _recursive_=False)
     datamodule.setup()
@@ -48,17 +53,35 @@ def model_and_data(args: argparse.Namespace):
     return module.eval(), datamodule
 
 
+def eval_loader(datamodule, split: str, batch_size: int) -> DataLoader:
+    """evaluate.py's loader (fashionlab.evaluation.run.eval_loader) without importing the evaluation,
+    which needs FAISS: the GPU session's first command runs this before FAISS is installed."""
+    dataset = copy.copy(datamodule.splits[split])
+    dataset.transform = datamodule.eval_transform()
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=datamodule.num_workers)
+
+
+def synchronize(module) -> None:
+    if module.device.type == "cuda":
+        torch.cuda.synchronize(module.device)
+
+
 def bare(module, batches) -> float:
+    """The forward alone, under torch.no_grad, on the same CPU batches moved to the model's device."""
+    synchronize(module)
     started = time.perf_counter()
-    with torch.inference_mode():
+    with torch.no_grad():
         for batch in batches:
-            module.net(batch["image"].contiguous(memory_format=module.memory_format))
+            images = batch["image"].to(module.device, non_blocking=True)
+            module.net(images.contiguous(memory_format=module.memory_format))
+    synchronize(module)
     return time.perf_counter() - started
 
 
 def extraction(module, batches) -> float:
     started = time.perf_counter()
-    extract(module, batches, progress=False)
+    # the same pre-built batches, one at a time (a plain list would read as one loader per batch)
+    extract(module, DataLoader(batches, batch_size=None), progress=False)
     return time.perf_counter() - started
 
 
@@ -86,11 +109,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--compile", action="store_true", help="add torch.compile variants")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--variants", default="all", choices=["all", "channels_last"],
+                        help="channels_last: only the default memory format")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "embed.json")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
 
     module, datamodule = model_and_data(args)
+    module.to(args.device)
     datamodule.setup()
     loader = eval_loader(datamodule, "test", args.batch_size)
     batches = []
@@ -99,6 +126,8 @@ def main() -> None:
         if len(batches) == args.batches:
             break
     variants = [("channels_last", torch.channels_last, False), ("contiguous", torch.contiguous_format, False)]
+    if args.variants == "channels_last":
+        variants = variants[:1]
     if args.compile:
         variants += [("channels_last + compile", torch.channels_last, True),
                      ("contiguous + compile", torch.contiguous_format, True)]
@@ -112,7 +141,7 @@ def main() -> None:
         rows.append(row)
         print(row, flush=True)
     base = rows[0]["bare_images_per_s"]
-    print(f"\n{sum(len(b['image']) for b in batches)} images in {len(batches)} batches, "
+    print(f"\n{sum(len(b['image']) for b in batches)} images in {len(batches)} batches on {args.device}, "
           f"{torch.get_num_threads()} threads")
     print("| variant | bare forward (img/s) | extract (img/s) | extract / bare (median, range) "
           "| bare vs channels_last eager |\n|---|---|---|---|---|")

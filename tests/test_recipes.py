@@ -201,7 +201,8 @@ def test_ema_weights_are_validated_saved_and_tested(compose_cfg, fmnist_dir, tmp
 def test_best_experiment_composes_and_runs(compose_cfg, fmnist_dir, tmp_path):
     cfg = compose_cfg(["experiment=fashion_mnist_best"])
     assert cfg.backbone.name == "resnet50" and cfg.data.image_size == 112
-    assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "16-mixed"
+    # trainer=gpu: bf16-mixed where bfloat16 is supported (composed here without CUDA: bf16-mixed)
+    assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
     assert cfg.model.mixup.cutmix_alpha > 0 and cfg.data.transforms.erasing_p > 0
     assert cfg.callbacks.ema._target_ == "fashionlab.training.ema.EMAWeights"
     assert cfg.scheduler.warmup_epochs == 2 and cfg.model.loss.label_smoothing == 0.1
@@ -268,3 +269,20 @@ def test_retrieval_cpu_experiment_is_the_recorded_command_line(compose_cfg, tmp_
         cfg.pop("hydra"), cfg.pop("task_name")
     assert named_cfg == spelled_cfg
     assert named.embedding.name == "supcon" and named.data.image_size == 48
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["fmnist_best_h200", "fmnist_retrieval_h200"])
+def test_h200_experiments_compose_and_run(name, compose_cfg, fmnist_dir, tmp_path):
+    """The 3-minute H200 recipes of the GPU session: Lite0 (weights offline) at 96 px, capped by max_time."""
+    cfg = compose_cfg([f"experiment={name}"])
+    assert cfg.backbone.name == "tf_efficientnet_lite0" and cfg.backbone.pretrained
+    assert cfg.data.image_size == 96 and cfg.trainer.max_epochs == 12
+    assert cfg.trainer.accelerator == "gpu" and cfg.trainer.max_time == "00:00:01:40"
+    assert cfg.callbacks.ema._target_ == "fashionlab.training.ema.EMAWeights"
+    assert (cfg.embedding.name == "supcon") == (name == "fmnist_retrieval_h200")
+    cfg = compose_cfg([f"experiment={name}", *tiny_overrides(fmnist_dir, tmp_path), "trainer=cpu",
+                       "trainer.fast_dev_run=true", "backbone.pretrained=false", "data.image_size=32",
+                       "data.num_workers=0", "data.pin_memory=false"])
+    metrics = train(cfg)
+    assert np.isfinite(metrics["test/article/acc"])

@@ -40,11 +40,23 @@ def cv2_interpolation(name: str) -> int:
     return flag(name)
 
 
+def mixed_precision() -> str:
+    """`${fl_mixed_precision:}`: bf16-mixed where the CUDA device supports bfloat16 (Ampere and
+    newer; also without CUDA, e.g. when a config is composed on CPU), else 16-mixed (float16 with
+    loss scaling)."""
+    import torch
+
+    if torch.cuda.is_available() and not torch.cuda.is_bf16_supported(including_emulation=False):
+        return "16-mixed"
+    return "bf16-mixed"
+
+
 def register() -> None:
     """Register every resolver the configs use (before Hydra composes them)."""
     from fashionlab.rundir import RESOLVERS
 
     for name, resolver in {"fl_multirun_group": multirun_group, "fl_timm_data": timm_data,
-                           "fl_cv2_interpolation": cv2_interpolation, **RESOLVERS}.items():
+                           "fl_cv2_interpolation": cv2_interpolation, "fl_mixed_precision": mixed_precision,
+                           **RESOLVERS}.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)

@@ -41,7 +41,8 @@ RESUME_SAFE = (
 #: Keys a resumed run may change, with a warning: the run continues, but no longer retraces the
 #: uninterrupted run exactly (other hardware, or augmentation spread over other workers).
 RESUME_WARN = ("trainer.accelerator", "trainer.devices", "trainer.strategy", "trainer.num_nodes",
-               "data.num_workers")
+               "data.num_workers", "training.compile", "training.compile_backend",
+               "training.matmul_precision")
 
 
 def _matches(key: str, prefixes: tuple[str, ...]) -> bool:

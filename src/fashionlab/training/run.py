@@ -34,6 +34,7 @@ from fashionlab.training.reporting import (
     write_task_tables,
 )
 from fashionlab.training.resume import begin_resume, keep_csv_history, record_resume
+from fashionlab.training.speed import apply_matmul_precision, check_speed_settings, compile_backbone
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ def prepare_config(cfg: DictConfig) -> DictConfig:
     data.preprocess from timm) and check values and cross-group constraints before building."""
     check_numbers(cfg)
     check_backbone_name(cfg.backbone.name)
+    check_speed_settings(cfg)
     resolve_image_size(cfg.data, cfg.backbone)
     resolve_preprocessing(cfg.data, cfg.backbone)
     monitor_task = str(cfg.training.monitor).split("/")
@@ -155,6 +157,9 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
     datamodule = build_datamodule(cfg)
     datamodule.report_dir = str(run_dir)
     model = build_model(cfg, datamodule)
+    apply_matmul_precision(cfg)
+    compile_backbone(model, cfg.training.get("compile", False),
+                     cfg.training.get("compile_backend", "inductor"))
     logger = build_logger(cfg)
     if resume is not None and rank_zero_only.rank == 0:
         keep_csv_history(logger, resume)

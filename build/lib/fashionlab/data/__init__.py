@@ -1,0 +1,1 @@
+"""Datasets, task definitions, splits and augmentation pipelines."""

@@ -1,0 +1,1 @@
+"""`evaluate.py`: classification and retrieval evaluation of a trained checkpoint."""

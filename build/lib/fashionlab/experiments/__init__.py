@@ -1,0 +1,1 @@
+"""Experiments: compare finished runs; record them (commands, commit, hardware, results) in experiments/."""

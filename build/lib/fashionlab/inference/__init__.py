@@ -1,0 +1,1 @@
+"""Using a trained checkpoint: loading it, predicting images, extracting embeddings."""

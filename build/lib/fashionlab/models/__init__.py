@@ -1,0 +1,1 @@
+"""Backbones (timm), task heads and the multi-task network."""

@@ -1,0 +1,101 @@
+"""The Streamlit demo's non-UI parts: upload validation and the command that starts it.
+
+An upload is refused with a message naming it when it is larger than `app.max_upload_mb`, has more
+pixels than `app.max_megapixels` (checked from the header, before decoding), or is not a JPEG,
+PNG, WebP, BMP, GIF or TIFF image whatever its name says. The server listens on 127.0.0.1 unless
+told another address (`fashionlab app --host`)."""
+
+from __future__ import annotations
+
+import io
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from fashionlab.data.images import TooManyPixelsError, load_rgb
+from fashionlab.errors import BadImageError, FashionlabError
+
+APP_SCRIPT = Path(__file__).with_name("webui") / "streamlit_app.py"
+
+
+class UploadError(FashionlabError, ValueError):
+    """An uploaded file is too large or is not a readable image."""
+
+
+DEFAULT_MAX_PIXELS = 16_000_000
+LOCALHOST = "127.0.0.1"
+
+
+def read_upload(name: str, data: bytes, max_bytes: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode an uploaded file into HxWx3 uint8, or raise UploadError with a message for the user."""
+    if len(data) > max_bytes:
+        raise UploadError(f"{name} is {_size(len(data))}; the limit is {_size(max_bytes)}")
+    if not data:
+        raise UploadError(f"{name} is empty")
+    suffix = Path(name).suffix[:10]
+    with tempfile.NamedTemporaryFile(suffix=suffix) as handle:
+        handle.write(data)
+        handle.flush()
+        try:
+            return load_rgb(handle.name, max_pixels=max_pixels)
+        except TooManyPixelsError as err:
+            (width, height), pixels = err.size, err.size[0] * err.size[1]
+            raise UploadError(f"{name} is {width}x{height} pixels ({pixels / 1e6:.1f} megapixels); "
+                              f"the limit is {err.limit / 1e6:g} megapixels") from None
+        except (FashionlabError, OSError, ValueError) as err:
+            message = err.reason if isinstance(err, BadImageError) else str(err).replace(handle.name, name)
+            raise UploadError(f"{name} is not a readable image ({message})") from None
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 2**10:.1f} KB"
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def streamlit_command(
+    index: str | Path,
+    ckpt: str | Path | None = None,
+    config: str | Path | None = None,
+    overrides: tuple[str, ...] | list[str] = (),
+    port: int | None = None,
+    max_upload_mb: float = 5.0,
+    host: str = LOCALHOST,
+) -> list[str]:
+    """`python -m streamlit run app.py ...` headless, without usage statistics, listening on `host`
+    (Streamlit's own default is every interface); Streamlit's upload limit is the configured one
+    rounded up (the app checks the exact limit)."""
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(APP_SCRIPT),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.maxUploadSize",
+        str(max(1, math.ceil(max_upload_mb))),
+        "--server.address",
+        host,
+    ]
+    if port:
+        command += ["--server.port", str(port)]
+    command += ["--", "--index", str(index)]
+    if ckpt:
+        command += ["--ckpt", str(ckpt)]
+    if config:
+        command += ["--config", str(config)]
+    for item in overrides:
+        command += ["--set", item]
+    return command

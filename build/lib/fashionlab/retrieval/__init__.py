@@ -1,0 +1,1 @@
+"""Embeddings, FAISS indexes, retrieval metrics and catalogues for visual search."""

@@ -1,0 +1,85 @@
+"""Run folders: unique names, the folder a resumed run continues in, and refusal of used folders.
+
+Defines the OmegaConf resolvers that `conf/hydra/default.yaml` uses (registered by
+`fashionlab.resolvers.register` when `fashionlab` is imported):
+`fl_run_dir` (a new `<date>_<time>_<6 hex>` folder, or a checkpoint's own run folder when
+`ckpt_path` is set), `fl_new_dir` (a new folder under a base, e.g. a multirun's sweep folder)
+and `fl_hydra_subdir` (`.hydra`, or null when the folder already has a `.hydra/config.yaml`, so
+that a resumed or refused launch never overwrites the record of the run that owns the folder).
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from pathlib import Path
+
+from fashionlab.errors import ConfigError
+
+_STAMP: str | None = None
+# Folders whose .hydra/config.yaml existed before this process started (decided once per folder).
+_HYDRA_SUBDIR: dict[str, str | None] = {}
+
+
+def unique_stamp() -> str:
+    """`<date>_<time>_<6 hex>`, drawn once per process: Hydra may evaluate a folder's
+    interpolation several times, and every evaluation must name the same folder; the random
+    suffix keeps two processes started in the same second apart."""
+    global _STAMP
+    if _STAMP is None:
+        _STAMP = f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{secrets.token_hex(3)}"
+    return _STAMP
+
+
+def checkpoint_run_dir(ckpt_path: str | Path) -> Path | None:
+    """The run folder a checkpoint belongs to (`<run>/checkpoints/x.ckpt`), or None when the file
+    is not in a run's `checkpoints/` folder."""
+    path = Path(str(ckpt_path)).expanduser().absolute()
+    return path.parent.parent if path.parent.name == "checkpoints" else None
+
+
+def run_dir_for(ckpt_path: str | None, runs_dir: str) -> str:
+    """Hydra run dir of a training run: the checkpoint's run folder when resuming from one,
+    otherwise a new `<runs_dir>/<date>_<time>_<6 hex>`."""
+    if ckpt_path not in (None, "", "null"):
+        run_dir = checkpoint_run_dir(ckpt_path)
+        if run_dir is not None:
+            return str(run_dir)
+    return new_dir(runs_dir)
+
+
+def new_dir(base: str) -> str:
+    return str(Path(base) / unique_stamp())
+
+
+def hydra_subdir(output_dir: str) -> str | None:
+    """Where Hydra saves the launch's config: `.hydra`, or nowhere (None) when the folder already
+    holds one (a resumed run keeps its original record; a refused launch leaves it untouched)."""
+    key = str(Path(output_dir).absolute())
+    if key not in _HYDRA_SUBDIR:
+        exists = (Path(key) / ".hydra" / "config.yaml").is_file()
+        _HYDRA_SUBDIR[key] = None if exists else ".hydra"
+    return _HYDRA_SUBDIR[key]
+
+
+def had_hydra_record(run_dir: str | Path) -> bool:
+    """True when this process found `run_dir/.hydra/config.yaml` already there at launch."""
+    return _HYDRA_SUBDIR.get(str(Path(run_dir).absolute()), ".hydra") is None
+
+
+def check_run_folder(run_dir: Path, resuming: bool = False, kind: str = "run") -> None:
+    """Refuse a folder that already holds something other than Hydra's own launch files
+    (`.hydra/`, `*.log`) or that had a `.hydra` record before this launch, unless resuming."""
+    if resuming or not run_dir.is_dir():
+        return
+    used = sorted(p.name for p in run_dir.iterdir() if p.name != ".hydra" and p.suffix != ".log")
+    if used or had_hydra_record(run_dir):
+        shown = ", ".join(used[:5]) or ".hydra/config.yaml"
+        hint = (f", or resume that run with ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"
+                if kind == "run" else "")
+        raise ConfigError(
+            f"{kind} folder {run_dir} already holds a {kind} ({shown}); choose another "
+            f"hydra.run.dir (or leave it unset for a new folder){hint}")
+
+
+RESOLVERS = {"fl_run_dir": run_dir_for, "fl_new_dir": new_dir, "fl_hydra_subdir": hydra_subdir}

@@ -1,0 +1,1 @@
+"""Hyper-parameter sweeps: Optuna studies whose trials are training runs."""

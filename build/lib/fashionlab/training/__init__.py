@@ -1,0 +1,1 @@
+"""Lightning module, losses, metrics, schedules, callbacks and the training run."""
