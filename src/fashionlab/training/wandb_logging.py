@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.loggers.utilities import _scan_checkpoints
 from lightning.pytorch.trainer.states import TrainerFn
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from fashionlab.models.hierarchy import constrained_predictions
@@ -52,6 +53,8 @@ class WandbLogger(LightningWandbLogger):
     def __init__(self, *args: Any, offline: bool = False, log_model: bool | str = False,
                  log_last: bool = False, log_images: int = 64,
                  add_file_policy: str = "immutable", **kwargs: Any) -> None:
+        if isinstance(kwargs.get("config"), DictConfig):  # e.g. a sweep trial's `optuna` block
+            kwargs["config"] = OmegaConf.to_container(kwargs["config"], resolve=True)
         super().__init__(*args, offline=offline, log_model=False, add_file_policy=add_file_policy,
                          **kwargs)
         self._log_model = log_model
