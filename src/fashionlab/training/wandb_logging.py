@@ -123,6 +123,14 @@ class WandbRunPage(Callback):
         self.best_epoch: int | None = None
         self._rows: dict[str, list[list[Any]]] | None = None
 
+    def state_dict(self) -> dict[str, Any]:
+        """Kept in checkpoints, so that a resumed run still knows its best epoch."""
+        return {"best_score": self.best_score, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best_score = state_dict.get("best_score")
+        self.best_epoch = state_dict.get("best_epoch")
+
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
