@@ -49,7 +49,11 @@ class RetrievalSamples:
 def training_wandb_info(ckpt_path: str | Path) -> dict[str, Any]:
     """The W&B run and model artifact a checkpoint was logged as ({} when it was trained
     without W&B, or before the project recorded it)."""
-    checkpoint = torch.load(str(ckpt_path), map_location="cpu", weights_only=True, mmap=True)
+    try:
+        checkpoint = torch.load(str(ckpt_path), map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, ValueError, OSError) as error:  # e.g. a legacy (non-zip) file cannot be mapped
+        log.warning("W&B: the checkpoint's run record is unreadable (%s); model named by hash", error)
+        return {}
     info = checkpoint.get(CHECKPOINT_KEY)
     return dict(info) if isinstance(info, dict) else {}
 

@@ -138,10 +138,12 @@ class WandbRunPage(Callback):
 
         run = self.logger.experiment
         run.define_metric(self.monitor, summary=self.mode)
+        self.logger.artifact_metadata.update(git_info(self.root_dir))
         datamodule = trainer.datamodule
+        if not hasattr(datamodule, "data_identity"):  # fitted on bare loaders: no data to name
+            return
         identity = data_identity_summary(datamodule.data_identity())
-        self.logger.artifact_metadata.update(data_fingerprint=identity["fingerprint"],
-                                             **git_info(self.root_dir))
+        self.logger.artifact_metadata["data_fingerprint"] = identity["fingerprint"]
         path = self.run_dir / DATA_IDENTITY_FILE
         path.write_text(json.dumps(identity, indent=1, sort_keys=True) + "\n")
         dataset = wandb.Artifact(f"dataset-{type(datamodule).__name__}", type="dataset",
