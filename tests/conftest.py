@@ -29,6 +29,8 @@ pytest_plugins = ["fixtures_runs", "fixtures_browser", "fixtures_photos"]
 
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 os.environ.setdefault("WANDB_SILENT", "true")
+# Nothing in the tests reaches W&B's servers, whatever a config says.
+os.environ.setdefault("WANDB_MODE", "offline")
 
 
 def make_fashion_mnist_like(n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -165,7 +165,7 @@ def test_resume_continues_the_trial_count(sweep_cfg):
 def test_trials_are_wandb_runs_grouped_by_study(sweep_cfg, monkeypatch):
     seen = []
 
-    def fake_train(cfg, extra_callbacks=None):
+    def fake_train(cfg, extra_callbacks=None, finish_wandb_run=True):
         seen.append((cfg.logger.group, cfg.logger.name, [type(c).__name__ for c in extra_callbacks]))
         return {"val/article/acc": 0.5}
 

@@ -166,6 +166,30 @@ def test_csv_and_tensorboard_loggers(compose_cfg, fmnist_dir, tmp_path):
             assert "val/article/acc" in frame.columns
         else:
             assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+            metrics = json.loads((out / "metrics.json").read_text())
+            assert_hparams_dashboard(out / "tensorboard", metrics)
+
+
+def assert_hparams_dashboard(log_dir: Path, metrics: dict) -> None:
+    """TensorBoard's HParams plugin sees the run's hyper-parameters and its final metrics
+    (`hparams/<metric>`, scalars equal to metrics.json's), the training curves under their own tags."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    hparams = start.session_start_info.hparams
+    assert hparams["optimizer.lr"].number_value == pytest.approx(4e-3)
+    assert hparams["backbone.name"].string_value == "tf_efficientnet_lite0"
+    assert not any(k.startswith(("paths.", "data.tasks.", "logger.")) for k in hparams)
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
+    tags = {m.name.tag for m in experiment.experiment.metric_infos}
+    assert {"hparams/val/article/acc", "hparams/test/article/acc"} <= tags
+    final = events.Scalars("hparams/test/article/acc")
+    assert [e.value for e in final] == [pytest.approx(metrics["test/article/acc"])]
+    assert "val/article/acc" in events.Tags()["scalars"]
 
 
 @pytest.mark.slow

@@ -56,3 +56,42 @@ def history_and_summary(path: str | Path) -> tuple[list[dict[str, Any]], dict[st
             for item in record.summary.update:
                 summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
     return rows, summary
+
+
+def artifacts(path: str | Path, kind: str | None = None) -> list[dict[str, Any]]:
+    """The artifacts an offline run recorded (logged, or used: `use_after_commit`), optionally of
+    one type: name, type, aliases, metadata, use_after_commit and files {name in artifact: local path}."""
+    found = []
+    for record in read_records(path):
+        if record.WhichOneof("record_type") != "artifact":
+            continue
+        art = record.artifact
+        if kind is not None and art.type != kind:
+            continue
+        found.append({"name": art.name, "type": art.type, "aliases": list(art.aliases),
+                      "metadata": json.loads(art.metadata) if art.metadata else {},
+                      "use_after_commit": art.use_after_commit, "digest": art.digest,
+                      "files": {entry.path: entry.local_path for entry in art.manifest.contents}})
+    return found
+
+
+def run_settings(path: str | Path) -> dict[str, Any]:
+    """The run's group, job type, tags and config (the last of each the file records)."""
+    info: dict[str, Any] = {"config": {}}
+    for record in read_records(path):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run = record.run
+            info.update(id=run.run_id, group=run.run_group, job_type=run.job_type, name=run.display_name,
+                        tags=list(run.tags))
+            for item in run.config.update:
+                info["config"][item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+        elif kind == "config":
+            for item in record.config.update:
+                info["config"][item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return info
+
+
+def logged_table(run_file: str | Path, summary: dict[str, Any], key: str) -> dict[str, Any]:
+    """A logged wandb.Table's JSON (columns, data), found through the summary's file path."""
+    return json.loads((Path(run_file).parent / "files" / summary[f"{key}/path"]).read_text())

@@ -77,7 +77,7 @@ SCHEDULERS = Allowed("torch.optim.lr_scheduler schedulers", ("torch.optim.lr_sch
                      _subclass_of("torch.optim.lr_scheduler.LRScheduler"))
 CALLBACKS = Allowed("Lightning callbacks", ("lightning.pytorch.callbacks.", "fashionlab.training."),
                     _subclass_of("lightning.pytorch.callbacks.Callback"))
-LOGGERS = Allowed("Lightning loggers", ("lightning.pytorch.loggers.",),
+LOGGERS = Allowed("Lightning loggers", ("lightning.pytorch.loggers.", "fashionlab.training.wandb_logging."),
                   _subclass_of("lightning.pytorch.loggers.Logger"))
 TRAINER = Allowed("lightning.Trainer", ("lightning.Trainer", "lightning.pytorch.Trainer"), _trainer)
 METRIC_LOSSES = Allowed("pytorch-metric-learning losses", ("pytorch_metric_learning.losses.",),

@@ -121,9 +121,10 @@ def wandb_settings(cfg: DictConfig, train_cfg: DictConfig) -> dict[str, Any] | N
 
 
 def log_to_wandb(settings: Mapping[str, Any], out: Path, report: Mapping[str, Any], tasks: list[TaskSpec],
-                 figures: Mapping[str, Path], config: Mapping[str, Any]) -> None:
-    """Summary metrics, per-class and retrieval tables, confusion-matrix charts and the figures
-    (the caller finishes the run: `fashionlab.wandb_utils.finish_wandb`)."""
+                 figures: Mapping[str, Path], config: Mapping[str, Any]) -> Any:
+    """Start the evaluation's W&B run and log summary metrics, per-class and retrieval tables,
+    confusion-matrix charts and the figures; returns the run (the caller finishes it:
+    `fashionlab.wandb_utils.finish_wandb`)."""
     import wandb
 
     run = wandb.init(project=settings["project"], group=settings["group"], name=settings["name"],
@@ -163,3 +164,4 @@ def log_to_wandb(settings: Mapping[str, Any], out: Path, report: Mapping[str, An
                         if isinstance(v, int | float) and math.isfinite(v)})
     run.summary.update({"checkpoint_sha256": report["checkpoint_sha256"],
                         "index_type": report["index"]["type"]})
+    return run

@@ -36,6 +36,7 @@ from fashionlab.evaluation.protocol import (
     with_data_protocol,
 )
 from fashionlab.evaluation.report import log_to_wandb, wandb_settings, write_report_md
+from fashionlab.evaluation.wandb_logging import RetrievalSamples, log_lineage_and_tables
 from fashionlab.fileio import write_json
 from fashionlab.inference.checkpoint import LoadedCheckpoint, load_checkpoint
 from fashionlab.inference.embed import extract
@@ -294,23 +295,24 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        report, figures, loaded = write_evaluation(cfg, out, staging, started)
+        report, figures, loaded, samples = write_evaluation(cfg, out, staging, started)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     publish(staging, out)
     settings = wandb_settings(cfg, loaded.cfg)
     if settings is not None:
-        log_to_wandb(settings, out, report, loaded.tasks,
-                     {name: out / path.name for name, path in figures.items()}, resolved_config(cfg))
+        run = log_to_wandb(settings, out, report, loaded.tasks,
+                           {name: out / path.name for name, path in figures.items()}, resolved_config(cfg))
+        log_lineage_and_tables(run, cfg, out, report, loaded.path, samples)
     log.info("evaluation folder: %s", out)
     return report
 
 
 def write_evaluation(cfg: DictConfig, out: Path, staging: Path, started: float,
-                     ) -> tuple[dict[str, Any], dict[str, Path], LoadedCheckpoint]:
+                     ) -> tuple[dict[str, Any], dict[str, Path], LoadedCheckpoint, RetrievalSamples]:
     """Evaluate; write every file of the evaluation folder `out` into `staging`. Returns the
-    report, the figures and the loaded checkpoint."""
+    report, the figures, the loaded checkpoint and the retrieval samples for W&B's tables."""
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -387,4 +389,4 @@ def write_evaluation(cfg: DictConfig, out: Path, staging: Path, started: float,
     }
     write_report_md(staging / "report.md", report, tasks)
     write_json(staging / "report.json", report)  # last: a folder with report.json is complete
-    return report, figures, loaded
+    return report, figures, loaded, RetrievalSamples(r_tasks, r_gallery, r_query, top_ids)

@@ -19,6 +19,7 @@ from optuna_integration import PyTorchLightningPruningCallback
 
 from fashionlab.errors import ConfigError
 from fashionlab.sweep.space import sample, to_overrides
+from fashionlab.sweep.wandb_logging import configure_trial_run
 from fashionlab.training.run import train
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ class Objective:
         trial.set_user_attr("train_overrides", shlex.join(self.train_overrides))
         log.info("trial %d: %s", trial.number, " ".join(sampled))
         try:
-            return self._run(trial, overrides, run_dir)
+            return self._run(trial, overrides, run_dir, params)
         except optuna.TrialPruned:
             log.info("trial %d pruned", trial.number)
             raise
@@ -112,12 +113,9 @@ class Objective:
             trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:4000])
             raise
 
-    def _run(self, trial: optuna.Trial, overrides: list[str], run_dir: Path) -> float:
+    def _run(self, trial: optuna.Trial, overrides: list[str], run_dir: Path, params: dict[str, Any]) -> float:
         cfg = compose_train_config(self.conf_dir, overrides, run_dir)
-        if cfg.hydra.runtime.choices.get("logger") == "wandb":
-            with open_dict(cfg):
-                cfg.logger.group = str(self.sweep.study_name)
-                cfg.logger.name = f"{self.sweep.study_name}-trial-{trial.number}"
+        configure_trial_run(cfg, str(self.sweep.study_name), trial, params)
         (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]),
                        run_dir / ".hydra" / "config.yaml")
@@ -129,7 +127,8 @@ class Objective:
         if str(self.sweep.pruner).lower() != "none":
             callbacks.append(PyTorchLightningPruningCallback(trial, monitor=metric))
         with _trial_hydra_config(cfg):
-            metrics = train(cfg, extra_callbacks=callbacks)
+            # The W&B run stays open: run_trial tags it with the trial's final state, then finishes it.
+            metrics = train(cfg, extra_callbacks=callbacks, finish_wandb_run=False)
         if metric not in metrics:
             raise ConfigError(f"sweep.metric={metric!r} is not a metric of the run "
                               f"(e.g. {', '.join(k for k in metrics if k.startswith('val/'))})")

@@ -19,6 +19,7 @@ from fashionlab.sweep.objective import Objective, check_train_overrides, train_o
 from fashionlab.sweep.report import summary, write_report
 from fashionlab.sweep.space import check_space
 from fashionlab.sweep.study import WAIT, claim_trial, open_study, redact, scrub_password, storage_url
+from fashionlab.sweep.wandb_logging import close_trial_run, log_study_summary
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,8 @@ def run_trial(study: optuna.Study, storage: optuna.storages.RDBStorage, trial: o
               objective: Objective, max_retry: int | None = 1) -> TrialState:
     """Run one trial and record its outcome: COMPLETE with the metric, PRUNED, or FAIL — a trial
     that raises (out of memory, NaN loss, a bad combination) fails and the sweep goes on.
-    An interrupted trial (Ctrl-C) fails and is queued to run again, then the interrupt goes on."""
+    An interrupted trial (Ctrl-C) fails and is queued to run again, then the interrupt goes on.
+    The trial's W&B run, if any, is tagged with the state and finished."""
     try:
         value = objective(trial)
     except optuna.TrialPruned:
@@ -38,6 +40,7 @@ def run_trial(study: optuna.Study, storage: optuna.storages.RDBStorage, trial: o
             trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:4000])
         state, value = TrialState.FAIL, None
     except BaseException:
+        close_trial_run(None)
         requeue_interrupted(study, storage, trial, max_retry)
         raise
     else:
@@ -46,7 +49,10 @@ def run_trial(study: optuna.Study, storage: optuna.storages.RDBStorage, trial: o
             trial.set_user_attr("error", f"metric is {value}")
             log.warning("trial %d failed: metric is %s", trial.number, value)
             state, value = TrialState.FAIL, None
-    state = tell_result(study, storage, trial, value, state)
+    try:
+        state = tell_result(study, storage, trial, value, state)
+    finally:
+        close_trial_run(state, value)
     gc.collect()
     return state
 
@@ -112,6 +118,7 @@ def run_sweep(cfg: DictConfig) -> dict[str, Any]:
 
     write_report(study, base_cfg, str(sweep.metric), sweep_dir, overrides)
     result = dict(summary(study))
+    log_study_summary(study, base_cfg, sweep_dir, str(sweep.metric), result, overrides)
     log.info("study %r: %d trials (%d complete, %d pruned, %d failed); best %s = %s (trial %s)",
              result["study"], result["trials"], result["complete"], result["pruned"], result["fail"],
              sweep.metric, result["best_value"], result["best_trial"])

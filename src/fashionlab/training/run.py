@@ -35,6 +35,8 @@ from fashionlab.training.reporting import (
 )
 from fashionlab.training.resume import begin_resume, keep_csv_history, record_resume
 from fashionlab.training.speed import apply_matmul_precision, check_speed_settings, compile_backbone
+from fashionlab.training.tensorboard_hparams import log_hparams
+from fashionlab.training.wandb_logging import run_page_callbacks, update_run_summary
 
 log = logging.getLogger(__name__)
 
@@ -122,13 +124,15 @@ def prepare_config(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> dict[str, Any]:
+def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None,
+          finish_wandb_run: bool = True) -> dict[str, Any]:
     """Fit, then validate and test the best checkpoint; write metrics.json into the run folder.
 
     `extra_callbacks` join the configured ones (e.g. a sweep's pruning callback). With
     `ckpt_path`, the run resumes in the checkpoint's own folder with the checkpoint's config plus
     the command line's overrides (see training/resume.py). The W&B run, if any, is finished
-    whether the run succeeds (exit code 0) or raises (1).
+    whether the run succeeds (exit code 0) or raises (1), unless `finish_wandb_run=False` (a sweep
+    tags the trial's run with its state, then finishes it).
     """
     exit_code = 1
     try:
@@ -136,7 +140,8 @@ def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> dic
         exit_code = 0
         return metrics
     finally:
-        finish_wandb(exit_code)
+        if finish_wandb_run:
+            finish_wandb(exit_code)
 
 
 def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str, Any]:
@@ -164,7 +169,8 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
     if resume is not None and rank_zero_only.rank == 0:
         keep_csv_history(logger, resume)
     stats = TrainingStats()
-    callbacks = [*build_callbacks(cfg, has_logger=bool(logger)), stats, *(extra_callbacks or [])]
+    callbacks = [*build_callbacks(cfg, has_logger=bool(logger)), stats,
+                 *run_page_callbacks(logger, cfg), *(extra_callbacks or [])]
     trainer = build_trainer(cfg, callbacks, logger, run_dir)
     if isinstance(logger, WandbLogger) and trainer.is_global_zero:
         logger.experiment.config.update(model.hparams["config"], allow_val_change=True)
@@ -201,9 +207,8 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
             **git_info(cfg.paths.root_dir),
         )
         write_json(run_dir / "metrics.json", metrics, sort_keys=True)
-        if isinstance(logger, WandbLogger):
-            logger.experiment.summary.update(
-                {k: v for k, v in metrics.items() if isinstance(v, int | float)})
+        update_run_summary(logger, callbacks, metrics)
+        log_hparams(logger, cfg, metrics, int(trainer.global_step))
         log.info("run folder: %s", run_dir)
         log.info("%s", summarise(metrics, [k for k in metrics if k.endswith("/acc")]))
     return metrics
