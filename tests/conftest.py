@@ -23,8 +23,9 @@ CONF = ROOT / "conf"
 SYSTEM_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 # Fixture modules registered as plugins: fixtures_runs holds the session fixtures `tiny_run`
-# (a tiny trained run) and `tiny_eval_dir` (its evaluation directory).
-pytest_plugins = ["fixtures_runs", "fixtures_browser"]
+# (a tiny trained run) and `tiny_eval_dir` (its evaluation directory); fixtures_photos holds
+# `photo_files` (photo-like full-size JPEGs from benchmarks/photo_data.py).
+pytest_plugins = ["fixtures_runs", "fixtures_browser", "fixtures_photos"]
 
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 os.environ.setdefault("WANDB_SILENT", "true")

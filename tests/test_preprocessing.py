@@ -94,7 +94,7 @@ def test_record_comes_from_timm(option, compose_cfg, fmnist_dir, tmp_path):
     record = OmegaConf.to_container(cfg.data.preprocess)
     assert record == {"input_size": cfg.data.image_size, "interpolation": pretrained_cfg.interpolation,
                       "mean": list(pretrained_cfg.mean), "std": list(pretrained_cfg.std),
-                      "grayscale": True}
+                      "grayscale": True, "decode": "full", "decode_margin": 1.5}
 
 
 @pytest.mark.parametrize("name", ["tf_efficientnet_lite0", "resnet50", "convnext_atto"])
@@ -147,7 +147,7 @@ def test_checkpoint_carries_the_record_and_the_predictor_uses_it(ckpt, tmp_path,
     stored = read_checkpoint(ckpt)["hyper_parameters"]["config"]["data"]["preprocess"]
     lite0 = timm.models.get_pretrained_cfg("tf_efficientnet_lite0")
     assert stored == {"input_size": 36, "interpolation": "bicubic", "mean": list(lite0.mean),
-                      "std": list(lite0.std), "grayscale": True}
+                      "std": list(lite0.std), "grayscale": True, "decode": "full", "decode_margin": 1.5}
     # Whatever timm or the yaml files say today, the predictor builds what the checkpoint stores.
     monkeypatch.setattr("fashionlab.models.backbones._resolve_data_config",
                         lambda *a: pytest.fail("the predictor asked timm"))

@@ -154,10 +154,11 @@ def _similar(args, cfg) -> None:
             catalogue, random_item(catalogue, args.seed), k, args.same_category, category
         )
     else:
-        from fashionlab.recommend.predict import read_query
+        from fashionlab.recommend.predict import query_file, read_query
 
-        image = read_query(args.query)
+        query_file(args.query)  # a missing query fails before the models load
         catalogue, predictor = open_index(args.index, args.ckpt, batch_size=cfg.batch_size)
+        image = read_query(args.query, min_side=predictor.decode_min_side)
         result = similar_to_image(predictor, catalogue, image, k, args.same_category, category, args.query)
     ident = f" (catalogue id {result.query_id})" if result.query_id is not None else ""
     print(f"query: {result.query_source}{ident}  {label_text(result.query_labels)}")
@@ -172,11 +173,13 @@ def _similar(args, cfg) -> None:
 def _profile(args, cfg) -> None:
     from fashionlab.recommend.catalogue_io import open_index
     from fashionlab.recommend.grids import save_grid
-    from fashionlab.recommend.predict import read_query
+    from fashionlab.recommend.predict import query_file, read_query
     from fashionlab.recommend.profile import build_profile, rank_catalogue
 
-    images = [read_query(p) for p in args.images]
+    for path in args.images:  # a missing image fails before the models load
+        query_file(path)
     catalogue, predictor = open_index(args.index, args.ckpt, batch_size=cfg.batch_size)
+    images = [read_query(p, min_side=predictor.decode_min_side) for p in args.images]
     weights = dict(cfg.profile.weights)
     if args.weights:
         weights = {"attributes": args.weights[0], "embedding": args.weights[1]}

@@ -1,4 +1,5 @@
-"""A torch Dataset over image files, decoded on access with `load_rgb`."""
+"""A torch Dataset over image files, decoded on access with `load_rgb` (at reduced size when
+given a `min_side`, see fashionlab.data.images)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from fashionlab.data.array_dataset import target_tensors
-from fashionlab.data.images import load_rgb
+from fashionlab.data.images import load_rgb, load_rgb_region
 
 
 class FileImageDataset(Dataset):
@@ -30,9 +31,12 @@ class FileImageDataset(Dataset):
         ids: Sequence[object] | None = None,
         rel_paths: Sequence[str] | None = None,
         boxes: Sequence[tuple[int, int, int, int] | None] | None = None,
+        min_side: int | None = None,
     ) -> None:
         """`boxes`: per image, the region (x_1, y_1, x_2, y_2) that `raw_image` returns (clipped
-        to the image; None: the whole image)."""
+        to the image; None: the whole image). `min_side`: JPEGs are decoded at the smallest DCT
+        scale whose shorter side (of the box, if any) is still >= min_side (the preprocessing
+        record's `decode_min_side`; None: in full)."""
         for task, values in targets.items():
             if len(values) != len(paths):
                 raise ValueError(f"task {task!r} has {len(values)} labels for {len(paths)} images")
@@ -41,6 +45,7 @@ class FileImageDataset(Dataset):
         self.ids = list(ids) if ids is not None else list(range(len(self.paths)))
         self.targets = targets
         self.transform = transform
+        self.min_side = None if min_side is None else int(min_side)
         self.boxes = None if boxes is None else [None if b is None else tuple(int(v) for v in b)
                                                  for b in boxes]
         #: {label: integer code per image} deciding relevance in retrieval (see ImageTableDataModule).
@@ -50,10 +55,13 @@ class FileImageDataset(Dataset):
         return len(self.paths)
 
     def raw_image(self, index: int) -> np.ndarray:
-        """The decoded file (cropped to its box, if any), HxWx3 uint8 RGB, before any transform."""
-        image = load_rgb(self.paths[index])
+        """The decoded file (cropped to its box, if any), HxWx3 uint8 RGB, before any transform
+        (at reduced size with `min_side`: its box scaled alike)."""
         box = self.boxes[index] if self.boxes is not None else None
-        if box is not None:
+        if box is None:
+            image = load_rgb(self.paths[index], min_side=self.min_side)
+        else:
+            image, box = load_rgb_region(self.paths[index], box, min_side=self.min_side)
             x1, y1, x2, y2 = box
             height, width = image.shape[:2]
             x1, x2 = min(x1, width - 1), min(max(x2, x1 + 1), width)

@@ -192,6 +192,7 @@ class ImageTableDataModule(MultiTaskDataModule):
                 ids=part[ID].tolist(),
                 rel_paths=part[REL_PATH].tolist(),
                 boxes=part[BOX].tolist() if BOX in part.columns else None,
+                min_side=self.preprocess.decode_min_side if self.preprocess is not None else None,
             )
             ds.file_keys = part[FILE_KEY].tolist()
             ds.retrieval_targets = {label: codes[rows] for label, (_, codes) in labels.items()}

@@ -12,6 +12,7 @@ pipeline stays configurable (conf/data/*.yaml) and reads the record's values.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ CV2_INTERPOLATION = {
     "area": cv2.INTER_AREA,
     "lanczos": cv2.INTER_LANCZOS4,
 }
+#: data.preprocess.decode's values (see Preprocessing).
+DECODE_MODES = ("full", "reduced")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -50,16 +53,33 @@ def cv2_interpolation(name: str) -> int:
 @dataclass(frozen=True)
 class Preprocessing:
     """The preprocessing record. `input_size`: the square side the model sees; `grayscale`: the
-    data's images are HxW grey, repeated to 3 channels after resizing (Fashion-MNIST)."""
+    data's images are HxW grey, repeated to 3 channels after resizing (Fashion-MNIST).
+
+    `decode`: how image files are decoded — `full`, or `reduced`: a JPEG at the smallest DCT scale
+    (1/2, 1/4, 1/8) whose shorter side is still >= `decode_min_side` = ceil(input_size *
+    decode_margin) (fashionlab.data.images.load_rgb). The margin covers the train crop:
+    RandomResizedCrop (conf/data/transforms/rgb.yaml, scale [0.6, 1], ratio [3/4, 4/3]) takes a crop
+    whose short side can be sqrt(0.6 * 3/4) ~ 0.67 of the image's short side, and 0.67 * 1.5 >= 1,
+    so with margin 1.5 that crop still has >= input_size pixels per side: it is downsampled to
+    input_size as before, never upsampled. A record without these keys (checkpoints written before
+    them) decodes in full, as it trained."""
 
     input_size: int
     interpolation: str = "bilinear"
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     grayscale: bool = False
+    decode: str = "full"
+    decode_margin: float = 1.5
 
     def __post_init__(self) -> None:
         cv2_interpolation(self.interpolation)
+        if self.decode not in DECODE_MODES:
+            raise ConfigError(f"data.preprocess.decode={self.decode!r} is not one of "
+                              f"{', '.join(DECODE_MODES)}")
+        margin = self.decode_margin
+        if isinstance(margin, bool) or not isinstance(margin, int | float) or not margin >= 1:
+            raise ConfigError(f"data.preprocess.decode_margin={margin!r} must be a number >= 1")
         if isinstance(self.input_size, bool) or not isinstance(self.input_size, int) \
                 or self.input_size < 1:
             raise ConfigError(f"data.preprocess.input_size={self.input_size!r} must be a whole "
@@ -84,6 +104,8 @@ class Preprocessing:
         for key in ("mean", "std"):
             if key in values:
                 values[key] = tuple(float(v) for v in values[key])
+        if isinstance(values.get("decode_margin"), int) and not isinstance(values["decode_margin"], bool):
+            values["decode_margin"] = float(values["decode_margin"])
         return cls(**values)
 
     def to_config(self) -> dict[str, Any]:
@@ -95,6 +117,14 @@ class Preprocessing:
     @property
     def cv2_interpolation(self) -> int:
         return cv2_interpolation(self.interpolation)
+
+    @property
+    def decode_min_side(self) -> int | None:
+        """The shorter side image files are decoded to at least (load_rgb's `min_side`):
+        ceil(input_size * decode_margin) for decode=reduced; None (full decoding) otherwise."""
+        if self.decode != "reduced":
+            return None
+        return math.ceil(self.input_size * self.decode_margin - 1e-9)
 
 
 def build_eval_transform(record: Preprocessing) -> A.Compose:

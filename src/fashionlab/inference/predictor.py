@@ -69,6 +69,13 @@ class Predictor:
     def sha256(self) -> str:
         return self.checkpoint.sha256
 
+    @property
+    def decode_min_side(self) -> int | None:
+        """`min_side` to decode image files with for this model (load_rgb): its preprocessing
+        record's decode_min_side; None (full decoding) for a checkpoint without a record."""
+        record = self.transform.record
+        return record.decode_min_side if record is not None else None
+
     def task(self, name: str) -> TaskSpec:
         return task_by_name(self.tasks, name)
 

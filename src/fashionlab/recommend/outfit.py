@@ -156,7 +156,7 @@ def recommend_outfits(
     if items < 1:
         raise ConfigError(f"--items must be at least 1 (got {items})")
     clusters = cluster_catalogue(catalogue, list(task.classes), styles, seed=seed)
-    images, errors = read_images(files, progress=progress)
+    images, errors = read_images(files, progress=progress, min_side=style_predictor.decode_min_side)
     good = [i for i, im in enumerate(images) if im is not None]
     preds = style_predictor.predict([images[i] for i in good]) if good else None
     where = {i: n for n, i in enumerate(good)}

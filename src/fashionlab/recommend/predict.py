@@ -49,21 +49,30 @@ def gather_files(items: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def read_query(path: str | Path) -> np.ndarray:
-    """A query image as HxWx3 uint8; a clear error when it is missing or unreadable."""
+def query_file(path: str | Path) -> Path:
+    """The query image's path; a clear error when it does not exist (checked before loading models)."""
     path = Path(path)
     if not path.is_file():
         raise DataNotFoundError(f"query image {path} does not exist")
-    return load_rgb(path)
+    return path
 
 
-def read_images(files: Sequence[Path], progress: bool = True) -> tuple[list[np.ndarray], list[str | None]]:
-    """Decode files with load_rgb; an unreadable file gives None and its error message."""
+def read_query(path: str | Path, min_side: int | None = None) -> np.ndarray:
+    """A query image as HxWx3 uint8; a clear error when it is missing or unreadable. `min_side`:
+    load_rgb's reduced decoding (pass the predictor's `decode_min_side`)."""
+    return load_rgb(query_file(path), min_side=min_side)
+
+
+def read_images(
+    files: Sequence[Path], progress: bool = True, min_side: int | None = None
+) -> tuple[list[np.ndarray], list[str | None]]:
+    """Decode files with load_rgb (`min_side`: the predictor's `decode_min_side`); an unreadable file
+    gives None and its error message."""
     images: list[np.ndarray | None] = []
     errors: list[str | None] = []
     for path in tqdm(files, desc="reading", unit="img", disable=not progress, leave=False):
         try:
-            images.append(load_rgb(path))
+            images.append(load_rgb(path, min_side=min_side))
             errors.append(None)
         except (FashionlabError, OSError, ValueError) as err:
             images.append(None)
@@ -81,7 +90,7 @@ def predict_files(
     bar = tqdm(total=len(files), desc="predicting", unit="img", disable=not progress)
     for start in range(0, len(files), chunk):
         part = list(files[start : start + chunk])
-        images, errors = read_images(part, progress=False)
+        images, errors = read_images(part, progress=False, min_side=predictor.decode_min_side)
         good = [i for i, im in enumerate(images) if im is not None]
         preds = predictor.predict([images[i] for i in good]) if good else None
         where = {i: n for n, i in enumerate(good)}

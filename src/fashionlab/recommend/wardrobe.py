@@ -52,7 +52,7 @@ def save_wardrobe_grids(
         items = wardrobe.predictions[wardrobe.predictions[wardrobe.task] == row["category"]].head(
             per_category
         )
-        images = [load_rgb(p) for p in items["path"]]
+        images = [load_rgb(p, min_side=tile_size) for p in items["path"]]  # thumbnails: reduced decoding
         captions = [
             f"{Path(p).name}\n{row['category']} {prob:.2f}"
             for p, prob in zip(items["path"], items[f"{wardrobe.task}_prob"], strict=True)

@@ -29,8 +29,10 @@ DEFAULT_MAX_PIXELS = 16_000_000
 LOCALHOST = "127.0.0.1"
 
 
-def read_upload(name: str, data: bytes, max_bytes: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode an uploaded file into HxWx3 uint8, or raise UploadError with a message for the user."""
+def read_upload(name: str, data: bytes, max_bytes: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+                min_side: int | None = None) -> np.ndarray:
+    """Decode an uploaded file into HxWx3 uint8, or raise UploadError with a message for the user.
+    `min_side`: load_rgb's reduced decoding (the predictor's `decode_min_side`)."""
     if len(data) > max_bytes:
         raise UploadError(f"{name} is {_size(len(data))}; the limit is {_size(max_bytes)}")
     if not data:
@@ -40,7 +42,7 @@ def read_upload(name: str, data: bytes, max_bytes: int, max_pixels: int = DEFAUL
         handle.write(data)
         handle.flush()
         try:
-            return load_rgb(handle.name, max_pixels=max_pixels)
+            return load_rgb(handle.name, max_pixels=max_pixels, min_side=min_side)
         except TooManyPixelsError as err:
             (width, height), pixels = err.size, err.size[0] * err.size[1]
             raise UploadError(f"{name} is {width}x{height} pixels ({pixels / 1e6:.1f} megapixels); "

@@ -83,7 +83,8 @@ def main() -> None:
     images, names = [], []
     for upload in uploads:
         try:
-            images.append(read_upload(upload.name, upload.getvalue(), max_bytes, max_pixels))
+            images.append(read_upload(upload.name, upload.getvalue(), max_bytes, max_pixels,
+                                      min_side=predictor.decode_min_side))
             names.append(upload.name)
         except UploadError as err:
             st.error(str(err))
