@@ -45,8 +45,6 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 FORMATS = ("raw", "jpeg")
 RECORD = "cache.json"
-#: The train crop's margin: images are stored with a short side of ceil(input_size * margin).
-DEFAULT_MARGIN = 1.5
 
 
 @dataclass(frozen=True)
@@ -92,8 +90,10 @@ def is_remote(location: str) -> bool:
 
 
 def stored_short_side(record: Preprocessing) -> int:
-    """The short side images are stored with: the input size plus the train crop's margin."""
-    return math.ceil(record.input_size * DEFAULT_MARGIN)
+    """The short side images are stored with: the input size plus the margin the train crop
+    needs, ceil(input_size * decode_margin) (the record's `decode_min_side` when decoding is
+    reduced; see fashionlab.data.preprocess)."""
+    return record.decode_min_side or math.ceil(record.input_size * record.decode_margin - 1e-9)
 
 
 def cache_key(fingerprint: str, record: Preprocessing, settings: CacheSettings,
@@ -248,7 +248,8 @@ def build_cache(location: str, key: str, inputs: Mapping[str, Any],
     with tempfile.TemporaryDirectory(prefix="fashionlab-cache-bad-") as bad_root:
         for split, dataset in splits.items():
             source = FileImageDataset(dataset.paths, dataset.targets, None, ids=dataset.ids,
-                                      rel_paths=dataset.rel_paths, boxes=dataset.boxes)
+                                      rel_paths=dataset.rel_paths, boxes=dataset.boxes,
+                                      min_side=dataset.min_side)
             bad_dir = Path(bad_root) / split
             bad_dir.mkdir()
             if len(source):
