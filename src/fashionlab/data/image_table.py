@@ -238,6 +238,7 @@ class ImageTableDataModule(MultiTaskDataModule):
         ranks padded to equal shares; else each item once, see data.cache.streaming)."""
         from litdata import StreamingDataLoader
 
+        self.setup()
         record = self.cache_record
         bad = [b["position"] for b in record.bad_images if b["split"] == split]
         index_map = positions_after_drops(int(record.data["listed"][split]), bad) if bad else None
