@@ -58,14 +58,17 @@ def test_items_are_dealt_once_or_padded_to_equal_shares(n, world, workers, batch
     for pad in (False, True):
         _, intervals = assign_items(order, world, workers, batch, pad)
         items = [[i for iv in w for i in range(iv[1], iv[2])] for w in intervals]
-        ranks = [sum(items[r * workers:(r + 1) * workers], []) for r in range(world)]
-        flat = sum(ranks, [])
+        ranks = [[i for w in items[r * workers:(r + 1) * workers] for i in w] for r in range(world)]
+        flat = [i for rank in ranks for i in rank]
         assert set(flat) == set(range(n))
         batches = [sum(math.ceil(len(w) / batch) for w in items[r * workers:(r + 1) * workers])
                    for r in range(world)]
         if pad:
-            assert {len(r) for r in ranks} == {math.ceil(n / world)}
-            assert len(flat) - n < world
+            share = math.ceil(n / world)
+            share += batch > 1 and share > 1 and share % batch == 1  # no last batch of one
+            assert {len(r) for r in ranks} == {share}
+            assert len(flat) - n < 2 * world
+            assert all(len(w) % batch != 1 for w in items) or share == 1
         else:
             assert sorted(flat) == list(range(n))
             assert max(map(len, ranks)) - min(map(len, ranks)) <= 1

@@ -9,7 +9,8 @@ items gives every rank but the last whole batches and the rest to the last rank 
   differ by at most one item (metrics synced across ranks count each item once);
 - train (`pad=True`): every rank gets the same number of items, ceil(N / ranks) (so the same
   number of batches, as DDP needs), the few missing at the end taken again from the start of the
-  epoch's order (fewer than `ranks` repeats, like torch's DistributedSampler; never a drop).
+  epoch's order (fewer than `ranks` repeats, like torch's DistributedSampler; never a drop), plus
+  one more per rank where a share would end in a batch of a single item.
 
 Within a rank, whole batches are dealt to the workers and the remainder to one of them, so the
 rank yields ceil(share / batch_size) batches, which is what the loader's length reports. The
@@ -37,10 +38,14 @@ for _name in ("litdata.utilities.format", "litdata.streaming.dataset"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 
-def rank_shares(num_items: int, world_size: int, pad: bool) -> list[int]:
-    """Items per rank: equal (ceil, padded) for training, else as even as possible."""
+def rank_shares(num_items: int, world_size: int, pad: bool, batch_size: int = 1) -> list[int]:
+    """Items per rank: equal (ceil, padded) for training, else as even as possible. A padded
+    share never ends in a batch of one item (BatchNorm cannot train on it): one more repeat."""
     if pad:
-        return [math.ceil(num_items / world_size)] * world_size
+        share = math.ceil(num_items / world_size)
+        if batch_size > 1 and share > 1 and share % batch_size == 1:
+            share += 1
+        return [share] * world_size
     base, extra = divmod(num_items, world_size)
     return [base + (rank < extra) for rank in range(world_size)]
 
@@ -61,7 +66,7 @@ def assign_items(chunks: list[tuple[int, Any]], world_size: int, num_workers: in
 
     `chunks` are (chunk index, Interval) in the epoch's order; padding cycles back to its start."""
     total = sum(interval[2] - interval[1] for _, interval in chunks)
-    counts = [c for share in rank_shares(total, world_size, pad)
+    counts = [c for share in rank_shares(total, world_size, pad, batch_size)
               for c in worker_counts(share, num_workers, batch_size)]
     workers_chunks: list[list[int]] = [[] for _ in counts]
     workers_intervals: list[list[list[int]]] = [[] for _ in counts]
