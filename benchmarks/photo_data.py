@@ -48,6 +48,7 @@ SEASONS = ("Summer", "Fall", "Winter", "Spring")
 USAGES = ("Casual", "Formal", "Sports", "Ethnic")
 PATTERNS = ("plain", "stripes", "checks", "dots")
 MANIFEST = "photos.json"
+GENERATOR_VERSION = 2  # raise when the pictures change: photos_present() then rejects older folders
 GRAIN_TILE = 509  # a prime side, so the tiled grain does not line up with 8x8 JPEG blocks
 GRAIN_SD = 3.0
 
@@ -113,8 +114,9 @@ def _pattern(kind: str, x: np.ndarray, y: np.ndarray, rng: np.random.Generator, 
     """Fabric texture in about [-1, 1] (float32); `px` is one pixel in the unit coordinates."""
     frequency = 1.0 / (rng.uniform(18, 60) * px)
     angle = rng.uniform(0, np.pi)
-    cos, sin = np.cos(angle), np.sin(angle)
-    weave = 0.25 * _wave(x, y, 1 / (3 * px), 0) * _wave(x, y, 0, 1 / (3 * px))
+    cos, sin = float(np.cos(angle)), float(np.sin(angle))  # Python floats: the arrays stay float32
+    fine = 2 * np.pi / (3 * px)
+    weave = (0.25 * np.sin(fine * x)) * np.sin(fine * y)  # separable: one 2-D multiply
     along = _wave(x, y, frequency * cos, frequency * sin)
     if kind == "stripes":
         return np.clip(3 * along, -0.8, 0.8) + weave
@@ -138,7 +140,8 @@ def photo(rng: np.random.Generator, labels: dict[str, str], size: tuple[int, int
     # Studio background: light, a vertical gradient, a vignette, a soft shadow below-right.
     mask = _shape_mask(shape, x, y, rng)
     shadow = _shape_mask(shape, x - 0.02, y - 0.015, rng) & ~mask
-    grey = (rng.uniform(228, 246) - 14 * y - 30 * ((x - 0.5) ** 2 + (y - 0.5) ** 2)) - 28 * shadow
+    grey = rng.uniform(228, 246) - 14 * y - 30 * ((x - 0.5) ** 2 + (y - 0.5) ** 2)
+    grey = np.where(shadow, grey - 28, grey)
     # Garment: its colour, lit from the top left, with a fabric pattern and seams.
     colour = np.array(COLOURS[labels["baseColour"]], dtype=np.float32)
     second = (rng.uniform(0.35, 0.9) * (255 - colour) if colour.mean() < 128
@@ -146,11 +149,11 @@ def photo(rng: np.random.Generator, labels: dict[str, str], size: tuple[int, int
     light = 1.12 - 0.35 * (0.6 * x + 0.4 * y)
     texture = 0.3 * _pattern(PATTERNS[rng.integers(len(PATTERNS))], x, y, rng, 1.0 / w2)
     seams = (np.abs(np.sin(2 * np.pi * y * rng.uniform(3, 7))) < 0.015) | (np.abs(x - 0.5) < 0.6 / w2)
-    texture = texture - 35 * seams / np.maximum(second.max(), 1.0)
+    seams = np.float32(35) * seams  # darker stitching lines
     tint = rng.uniform(-6, 6, 3).astype(np.float32)
     image = np.empty((h2, w2, 3), dtype=np.uint8)
     for c in range(3):  # channel by channel: 2-D float work only
-        garment = colour[c] * light + texture * second[c]
+        garment = colour[c] * light + texture * second[c] - seams
         image[..., c] = np.clip(np.where(mask, garment, grey + tint[c]), 0, 255)
     full = cv2.resize(image, (width, height), interpolation=cv2.INTER_CUBIC)
     # Sensor grain at full size: the seeded grain (+ and -), shifted per image; saturating adds.
@@ -193,7 +196,8 @@ def write_kaggle_photos(root: str | Path, n: int, size: tuple[int, int] = (1800,
 
 
 def _params(n: int, size: tuple[int, int], quality: int, seed: int) -> dict:
-    return {"n": int(n), "size": [int(size[0]), int(size[1])], "quality": int(quality), "seed": int(seed)}
+    return {"n": int(n), "size": [int(size[0]), int(size[1])], "quality": int(quality), "seed": int(seed),
+            "generator": GENERATOR_VERSION}
 
 
 def photos_present(root: str | Path, n: int, size: tuple[int, int] = (1800, 2400), quality: int = 90,

@@ -1,0 +1,27 @@
+"""benchmarks/loader.py --quick runs end to end: photos written, every path measured, the JSON
+result and the final line in their documented form (no timing is asserted)."""
+
+import json
+import re
+
+import pytest
+
+from conftest import ROOT, run_script
+
+
+@pytest.mark.slow
+def test_loader_benchmark_quick(tmp_path):
+    result = run_script(str(ROOT / "benchmarks" / "loader.py"), "--quick", "--out", str(tmp_path / "photos"),
+                        "--results", str(tmp_path / "results"), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert re.fullmatch(r"cache/plain per-core speed-up: (n/a|\d+\.\dx), reduced-decode/plain: \d+\.\dx, "
+                        r"cached images/s per core: (n/a|\d+)", lines[-1]), lines[-1]
+    (path,) = (tmp_path / "results").glob("*/result.json")
+    data = json.loads(path.read_text())
+    assert {"plain", "reduced"} <= set(data["paths"])
+    assert all(row["images_per_s"] > 0 and row["items"] > 0 for row in data["paths"].values())
+    assert set(data["train_step"]) == {"resnet50", "efficientnet_lite0"}
+    assert data["photos"]["n"] == 40 and data["photos"]["size"] == [1800, 2400]
+    assert len(list((tmp_path / "photos" / "images").glob("*.jpg"))) == 40
+    assert data["image_size"] == 224 and data["ratios"]["reduced/plain"] > 0
