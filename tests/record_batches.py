@@ -31,12 +31,14 @@ if __name__ == "__main__":
     import runpy
     import sys
 
+    from record_batches import RecordBatches as Recorder  # importable by name (ddp_spawn pickles it)
+
     from fashionlab.training import run as training_run
 
     configured = training_run.build_callbacks
 
     def build_callbacks(cfg, has_logger):
-        return [*configured(cfg, has_logger), RecordBatches()]
+        return [*configured(cfg, has_logger), Recorder()]
 
     training_run.build_callbacks = build_callbacks
     script = sys.argv.pop(1)
