@@ -1,9 +1,10 @@
 """Test-only: run train.py with a callback that records, per rank and epoch, the `index` of every
-train batch (`<run dir>/seen-<epoch>-<rank>.json`). Use it with trainer.strategy=ddp_spawn: the
-spawned processes get the callback with the trainer (a subprocess launcher would rerun train.py
-without it).
+train batch (`<run dir>/seen-<epoch>-<rank>.json`).
 
-    python tests/record_batches.py train.py <overrides>
+    python tests/record_batches.py <train.py overrides>
+
+This file stays the process's script (sys.argv[0]), so that Lightning's DDP launcher, which
+reruns the script for each further rank, reruns it with the callback.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import json
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class RecordBatches(Callback):
@@ -31,16 +34,13 @@ if __name__ == "__main__":
     import runpy
     import sys
 
-    from record_batches import RecordBatches as Recorder  # importable by name (ddp_spawn pickles it)
-
     from fashionlab.training import run as training_run
 
     configured = training_run.build_callbacks
 
     def build_callbacks(cfg, has_logger):
-        return [*configured(cfg, has_logger), Recorder()]
+        sys.argv[0] = __file__  # runpy.run_path set it to train.py; the DDP launcher reruns it
+        return [*configured(cfg, has_logger), RecordBatches()]
 
     training_run.build_callbacks = build_callbacks
-    script = sys.argv.pop(1)
-    sys.argv[0] = script
-    runpy.run_path(script, run_name="__main__")
+    runpy.run_path(str(ROOT / "train.py"), run_name="__main__")

@@ -45,10 +45,10 @@ def confusion_total(run_dir: Path, stage: str, task: str) -> int:
 def test_ddp_sees_every_train_item_and_counts_val_test_once(tmp_path):
     root, run = small_folder(tmp_path / "images"), tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, str(TESTS / "record_batches.py"), "train.py",
+        [sys.executable, str(TESTS / "record_batches.py"),
          *cached_folder_run(root, tmp_path / "cache"), *QUIET, "data.num_workers=2",
-         "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp_spawn",
-         "trainer.max_epochs=1", f"hydra.run.dir={run}"],
+         "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1",
+         f"hydra.run.dir={run}"],
         cwd=ROOT, env=script_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     ranks = [json.loads((run / f"seen-0-{rank}.json").read_text()) for rank in (0, 1)]
