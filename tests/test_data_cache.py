@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +119,7 @@ def test_incomplete_caches_are_never_read(folder, tmp_path):
     image_table(folder, cache).setup()
     (key,) = keys(cache)
     # a killed build: a partial sibling, and a final folder without its record
-    (cache / f".{key}.partial-dead").mkdir()
+    (cache / f".{key}.partial-{socket.gethostname()}-{2**22 + 1}-abc123").mkdir()  # no such pid
     (cache / key / RECORD).unlink()
     (cache / key / "train" / "index.json").write_text("{broken")
     dm = image_table(folder, cache)

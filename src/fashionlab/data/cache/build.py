@@ -4,7 +4,8 @@ atomic completion.
 Layout: `<data.cache.dir>/<key>/<split>/` (litdata chunks + index.json per split) and
 `<key>/cache.json`, the completion record, written last. A folder without the record is a build
 that did not finish (killed, or failed): it is never read, and the next run rebuilds it. A local
-build goes to a temporary sibling `.<key>.partial-<id>` that is renamed to `<key>` once complete;
+build goes to a temporary sibling `.<key>.partial-<host>-<pid>-<id>` that is renamed to `<key>` once
+complete (a later build removes it when that process is gone);
 an object-store build (`s3://...`, `gs://...`) writes straight to `<key>/` and uploads the record
 last.
 
@@ -22,6 +23,7 @@ import logging
 import math
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -240,9 +242,11 @@ def build_cache(location: str, key: str, inputs: Mapping[str, Any],
     else:
         Path(location).mkdir(parents=True, exist_ok=True)
         for stale in Path(location).glob(f".{key}.partial-*"):
-            log.info("data cache: removing %s (a build that did not finish)", stale)
-            shutil.rmtree(stale, ignore_errors=True)
-        root = str(Path(location) / f".{key}.partial-{uuid.uuid4().hex[:8]}")
+            if _abandoned(stale.name):
+                log.info("data cache: removing %s (a build that did not finish)", stale)
+                shutil.rmtree(stale, ignore_errors=True)
+        root = str(Path(location) / f".{key}.partial-{socket.gethostname()}-{os.getpid()}-"
+                                    f"{uuid.uuid4().hex[:6]}")
     counts: dict[str, int] = {}
     bad: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="fashionlab-cache-bad-") as bad_root:
@@ -278,6 +282,21 @@ def build_cache(location: str, key: str, inputs: Mapping[str, Any],
     log.info("data cache: %s complete (%s) in %.0f s", final,
              ", ".join(f"{s}={n}" for s, n in counts.items()), time.time() - started)
     return CacheRecord(location, key, data)
+
+
+def _abandoned(name: str) -> bool:
+    """True for a partial build folder (`.<key>.partial-<host>-<pid>-<id>`) of this host whose
+    process is gone (a build still running, here or on another host, is left alone)."""
+    parts = name.split(".partial-", 1)[-1].rsplit("-", 2)
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _complete(root: str, final: str, data: dict[str, Any], remote: bool, settings: CacheSettings) -> None:
