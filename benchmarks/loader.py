@@ -21,7 +21,7 @@ in this process on one core (torch and OpenCV at one thread: what one DataLoader
 Prints a table and writes benchmarks/results/loader/<stamp>/result.json (git-ignored). The last
 line is `cache/plain per-core speed-up: ..., reduced-decode/plain: ..., cached images/s per core:
 ...` (`n/a` while PATHS has no `cache`). Overrides are Hydra overrides of conf/train.yaml.
-`--quick`: 40 photos, one round, 2 steps (1 warm-up) of batch 8 (a smoke run, not a measurement).
+`--quick`: 40 photos, one round, 2 steps (1 warm-up) of batch 4 (a smoke run, not a measurement).
 """
 
 from __future__ import annotations
@@ -191,11 +191,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="40 photos, one round, 2 steps of batch 8")
+    parser.add_argument("--quick", action="store_true", help="40 photos, one round, 2 steps of batch 4")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     if args.quick:
-        args.n, args.items, args.rounds, args.batch, args.steps, args.warmup = 40, 40, 1, 8, 1, 1
+        args.n, args.items, args.rounds, args.batch, args.steps, args.warmup = 40, 40, 1, 4, 1, 1
     args.out = args.out or RESULTS / f"photos-{args.n}"
     return args
 
