@@ -9,8 +9,12 @@ in this process on one core (torch and OpenCV at one thread: what one DataLoader
 - per path of PATHS, the train pipeline's images/s at data.image_size (224): the train split's
   `__getitem__`, i.e. decoding plus the albumentations train transform (random resized crop,
   flip, normalise, to tensor). `plain`: full decoding (data.preprocess.decode=full), as before;
-  `reduced`: decode=reduced (DCT-scaled JPEG decoding, docs/preprocessing.md). Another path is one
-  more entry in PATHS (a name -> a function from the base overrides to the dataset it reads);
+  `reduced`: decode=reduced (DCT-scaled JPEG decoding, docs/preprocessing.md); `cache`: the items
+  read back from a local prepared cache (data.cache, raw uint8 storage, the default) through
+  litdata's StreamingDataset with the same train transform; `cache-jpeg`: the same with
+  data.cache.format=jpeg (the caches are built on first use in <photos>/cache; their size on disk
+  and build time are reported). Another path is one more entry in PATHS (a name -> a function
+  from the base overrides to the dataset it reads);
 - the model's train step images/s (forward, backward, optimizer step; --batch images) for each
   --backbones entry, pretrained=false, on CPU after --warmup steps.
 
@@ -68,11 +72,40 @@ def train_split(overrides: list[str]) -> Dataset:
     return datamodule.splits["train"]
 
 
+#: format -> {"bytes": size on disk, "build_seconds": ...} of the caches the `cache*` paths built.
+CACHES: dict[str, dict[str, Any]] = {}
+
+
+def data_root(overrides: list[str]) -> Path:
+    return Path(next(o.split("=", 1)[1] for o in overrides if o.startswith("data.root=")))
+
+
+def cached_train_split(base: list[str], image_format: str) -> Dataset:
+    """The train split read back from a local prepared cache (built on first use, in
+    <photos>/cache, reduced decoding): litdata's StreamingDataset with the train transform."""
+    overrides = [*base, "data.preprocess.decode=reduced", f"data.cache.dir={data_root(base) / 'cache'}",
+                 f"data.cache.format={image_format}"]
+    datamodule = build_datamodule(compose_train(overrides))
+    datamodule.setup()
+    record = datamodule.cache_record
+    folder = data_root(base) / "cache" / record.key
+    CACHES[image_format] = {
+        "key": record.key, "build_seconds": record.data.get("build_seconds"),
+        "bytes": sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()),
+        "images": sum(record.data["counts"].values()), "short_side": record.data["short_side"]}
+    loader = datamodule.cached_loader("train", datamodule.splits["train"].transform, train=True,
+                                      batch_size=1, persistent=False)
+    return loader.dataset
+
+
 #: path name -> the train dataset it reads, from the base overrides (data=fashion_products on the
-#: generated photos). Each is measured on the same items in the same order.
+#: generated photos). Each is measured on the same items in the same order (the cached ones in
+#: the cache's stored order, the same items).
 PATHS: dict[str, Callable[[list[str]], Dataset]] = {
     "plain": lambda base: train_split([*base, "data.preprocess.decode=full"]),
     "reduced": lambda base: train_split([*base, "data.preprocess.decode=reduced"]),
+    "cache": lambda base: cached_train_split(base, "raw"),
+    "cache-jpeg": lambda base: cached_train_split(base, "jpeg"),
 }
 
 
@@ -211,7 +244,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{backbone:>18} train step: {results['train_step'][backbone]['images_per_s']:7.2f} "
               f"images/s on one core", flush=True)
     results["ratios"] = {"reduced/plain": ratio(results, "reduced", "plain"),
-                         "cache/plain": ratio(results, "cache", "plain")}
+                         "cache/plain": ratio(results, "cache", "plain"),
+                         "cache-jpeg/plain": ratio(results, "cache-jpeg", "plain")}
+    results["caches"] = CACHES
     results["load_avg_after"] = [round(v, 2) for v in os.getloadavg()]
     out = args.results / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
@@ -234,6 +269,10 @@ def print_table(results: dict[str, Any]) -> None:
         print(f"{'loader: ' + name:<34}{row['images_per_s']:>18.1f}{versus:>10}")
     for name, row in results["train_step"].items():
         print(f"{'train step: ' + name + ' b' + str(row['batch']):<34}{row['images_per_s']:>18.2f}")
+    for fmt, info in results.get("caches", {}).items():
+        print(f"cache {fmt}: {info['bytes'] / 2**20:.0f} MiB for {info['images']} images "
+              f"({info['bytes'] / max(1, info['images']) / 1024:.0f} KiB each, short side "
+              f"{info['short_side']} px), built in {info['build_seconds']} s")
 
 
 if __name__ == "__main__":

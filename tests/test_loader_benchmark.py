@@ -19,7 +19,9 @@ def test_loader_benchmark_quick(tmp_path):
                         r"cached images/s per core: (n/a|\d+)", lines[-1]), lines[-1]
     (path,) = (tmp_path / "results").glob("*/result.json")
     data = json.loads(path.read_text())
-    assert {"plain", "reduced"} <= set(data["paths"])
+    assert {"plain", "reduced", "cache", "cache-jpeg"} <= set(data["paths"])
+    assert lines[-1].startswith("cache/plain per-core speed-up: ") and "n/a" not in lines[-1]
+    assert set(data["caches"]) == {"raw", "jpeg"}
     assert all(row["images_per_s"] > 0 and row["items"] > 0 for row in data["paths"].values())
     assert set(data["train_step"]) == {"resnet50", "efficientnet_lite0"}
     assert data["photos"]["n"] == 40 and data["photos"]["size"] == [1800, 2400]

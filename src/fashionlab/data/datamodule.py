@@ -8,6 +8,7 @@ plus the val/test items, kept in checkpoints through `state_dict()`) are shared.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -23,6 +24,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fashionlab.config_safety import TRANSFORMS, safe_instantiate
 from fashionlab.data.array_dataset import ArrayImageDataset
+from fashionlab.data.loader_settings import (
+    check_pin_memory,
+    check_workers,
+    resolve_pin_memory,
+    resolve_workers,
+    trainer_devices,
+)
 from fashionlab.data.preprocess import Preprocessing, build_eval_transform, legacy_eval_pipeline
 from fashionlab.errors import ConfigError
 from fashionlab.tasks import TaskSpec, derive_parent_targets, tasks_from_config, tasks_to_config
@@ -55,7 +63,10 @@ def seed_worker(worker_id: int) -> None:
     albumentations pipeline, which keeps its own random state, a per-worker seed."""
     pl_worker_init_function(worker_id)
     info = torch.utils.data.get_worker_info()
-    transform = getattr(info.dataset, "transform", None) if info else None
+    transform = None
+    if info is not None:  # a file/array dataset's `transform`, a cached split's `image_transform`
+        transform = getattr(info.dataset, "image_transform", None) or \
+            getattr(info.dataset, "transform", None)
     if hasattr(transform, "set_random_seed"):
         transform.set_random_seed(torch.initial_seed() % 2**32)
 
@@ -82,17 +93,20 @@ class MultiTaskDataModule(L.LightningDataModule):
         image_size: int | None,
         batch_size: int = 128,
         eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        num_workers: int | str = 0,
         seed: int = 0,
-        pin_memory: bool = False,
+        pin_memory: bool | str = False,
         main_task: str | None = None,
         report_dir: str | None = None,
         preferred_image_size: int | None = None,
         preprocess: Mapping[str, Any] | None = None,
         evaluation: Mapping[str, Any] | None = None,
+        prefetch_factor: int | None = None,
     ) -> None:
         """`evaluation`: evaluate.py's defaults for this data (e.g. its gallery and query splits),
-        read by the evaluation from the data config; kept here only as given."""
+        read by the evaluation from the data config; kept here only as given. `num_workers` and
+        `pin_memory` may be `auto` (see data.loader_settings); `prefetch_factor`: batches each
+        worker loads ahead (None: torch's default, 2)."""
         super().__init__()
         self.evaluation_defaults = dict(evaluation or {})
         self.tasks_cfg = tasks
@@ -115,9 +129,10 @@ class MultiTaskDataModule(L.LightningDataModule):
                               f"from data.image_size={size}; set data.image_size only")
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
-        self.num_workers = int(num_workers)
+        self.num_workers_cfg = check_workers(num_workers)
         self.seed = int(seed)
-        self.pin_memory = pin_memory
+        self.pin_memory_cfg = check_pin_memory(pin_memory)
+        self.prefetch_factor = None if prefetch_factor is None else int(prefetch_factor)
         self.main_task = main_task
         self.report_dir = report_dir
         self.splits: dict[str, Dataset] = {}
@@ -200,6 +215,28 @@ class MultiTaskDataModule(L.LightningDataModule):
         return UnrepeatedDistributedSampler(self.splits[split], num_replicas=trainer.world_size,
                                             rank=trainer.global_rank, shuffle=False)
 
+    @property
+    def num_workers(self) -> int:
+        """Loader workers per process (`auto`: the cores per device of the trainer's node)."""
+        return resolve_workers(self.num_workers_cfg, trainer_devices(self._trainer_or_none()))
+
+    @property
+    def pin_memory(self) -> bool:
+        return resolve_pin_memory(self.pin_memory_cfg, self._trainer_or_none())
+
+    def _trainer_or_none(self) -> Any:
+        return getattr(self, "trainer", None)
+
+    def loader_options(self) -> dict[str, Any]:
+        """Workers (persistent, seeded), pinning and prefetching, shared by every loader."""
+        workers = self.num_workers
+        options: dict[str, Any] = dict(num_workers=workers, persistent_workers=workers > 0,
+                                       worker_init_fn=seed_worker if workers > 0 else None,
+                                       pin_memory=self.pin_memory)
+        if workers > 0 and self.prefetch_factor is not None:
+            options["prefetch_factor"] = self.prefetch_factor
+        return options
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
         sampler = self.train_sampler() if split == "train" else self.eval_sampler(split)
@@ -209,11 +246,21 @@ class MultiTaskDataModule(L.LightningDataModule):
             shuffle=shuffle and sampler is None,
             sampler=sampler,
             drop_last=shuffle and len(self.splits[split]) > self.batch_size,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            worker_init_fn=seed_worker if self.num_workers > 0 else None,
-            pin_memory=self.pin_memory,
+            **self.loader_options(),
         )
+
+    def inference_loader(self, split: str, batch_size: int | None = None) -> DataLoader:
+        """A loader over `split` with the eval transform (no augmentation), for evaluation and
+        embedding extraction (items carry their `index`, so order does not matter)."""
+        self.setup()
+        if split not in self.splits:
+            raise ConfigError(f"split {split!r} not in the data ({', '.join(self.splits)})")
+        dataset = copy.copy(self.splits[split])
+        dataset.transform = self.eval_transform()
+        options = self.loader_options()
+        options["persistent_workers"] = False
+        return DataLoader(dataset, batch_size=int(batch_size or self.eval_batch_size), shuffle=False,
+                          **options)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -241,11 +288,15 @@ class MultiTaskDataModule(L.LightningDataModule):
     def fingerprint(self) -> str:
         """SHA-256 over every split's images, labels and task definitions."""
         self.setup()
+        return self.fingerprint_of(self.splits)
+
+    def fingerprint_of(self, splits: Mapping[str, Dataset]) -> str:
+        """The fingerprint of the datasets `splits` (see `fingerprint`)."""
         digest = hashlib.sha256()
         digest.update(json.dumps([t.__dict__ for t in self.tasks], sort_keys=True,
                                  default=dict).encode())
         for split in (*SPLITS, *self.extra_splits):
-            ds = self.splits[split]
+            ds = splits[split]
             digest.update(split.encode())
             self.fingerprint_items(digest, ds)
             for task in self.tasks:

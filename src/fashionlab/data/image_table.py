@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,13 +29,16 @@ import numpy as np
 import pandas as pd
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from torch.utils.data import Dataset, Sampler, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 
+from fashionlab.data.cache.build import CacheRecord, CacheSettings
+from fashionlab.data.cache.prepare import positions_after_drops, prepare_cache
+from fashionlab.data.cache.streaming import CachedSplit
 from fashionlab.data.datamodule import SPLITS, MultiTaskDataModule
 from fashionlab.data.file_dataset import FileImageDataset
 from fashionlab.data.table import balance as balancing
 from fashionlab.data.table import cap, check, classes, read, report, split
-from fashionlab.data.table.frame import ABS_PATH, BOX, FILE_KEY, ID, REL_PATH, PreparedTable
+from fashionlab.data.table.frame import ABS_PATH, BOX, FILE_KEY, ID, REL_PATH, SOURCE, PreparedTable
 from fashionlab.errors import ConfigError, DataNotFoundError
 from fashionlab.tasks import TASK_KINDS, TaskSpec
 
@@ -62,10 +66,12 @@ class ImageTableDataModule(MultiTaskDataModule):
         check_workers: int | None = None,
         rare_classes: Mapping[str, Any] | None = None,
         balance_styles: Mapping[str, Any] | None = None,
+        cache: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         """`rare_classes` / `balance_styles`: the older keys of fashion_products / celeba_style
-        (checkpoints written before), read as `balance`."""
+        (checkpoints written before), read as `balance`. `cache`: the prepared cache
+        (`data.cache`, off without a `dir`; see fashionlab.data.cache)."""
         super().__init__(**kwargs)
         if on_bad_image not in check.ON_BAD_IMAGE:
             raise ConfigError(f"data.on_bad_image={on_bad_image!r}; expected one of "
@@ -91,6 +97,12 @@ class ImageTableDataModule(MultiTaskDataModule):
         self.class_order: dict[str, list[str]] = {}
         self._prepared: PreparedTable | None = None
         self._reports_written = False
+        self.cache_settings = CacheSettings.from_config(cache)
+        #: The cache read by the loaders (set up by `setup()` when data.cache.dir is set).
+        self.cache_record: CacheRecord | None = None
+        if self.cache_settings.enabled and self.balance.sampler == "weighted":
+            raise ConfigError("data.balance.sampler=weighted does not work with data.cache.dir "
+                              "(the cache streams each epoch's items once); leave one of them out")
 
     # ---- to implement -------------------------------------------------------------------
     def read_table(self) -> pd.DataFrame:
@@ -155,6 +167,18 @@ class ImageTableDataModule(MultiTaskDataModule):
 
     # ---- datasets -----------------------------------------------------------------------
     def build_datasets(self, train_tf: Any, eval_tf: Any) -> dict[str, Dataset]:
+        datasets = self._table_datasets(train_tf, eval_tf)
+        if self.cache_settings.enabled and self.cache_record is None:
+            self.cache_record = self._prepare_cache(datasets)
+            if self.cache_record.bad_images:
+                self._leave_out(self.cache_record.bad_images)
+                datasets = self._table_datasets(train_tf, eval_tf)
+        if self.report_dir and not self._reports_written and rank_zero_only.rank == 0:
+            self.write_reports(self.report_dir)
+            self._reports_written = True
+        return datasets
+
+    def _table_datasets(self, train_tf: Any, eval_tf: Any) -> dict[str, Dataset]:
         prepared = self.prepare_table()
         datasets: dict[str, Dataset] = {}
         labels = self.retrieval_labels()
@@ -173,10 +197,71 @@ class ImageTableDataModule(MultiTaskDataModule):
             ds.file_keys = part[FILE_KEY].tolist()
             ds.retrieval_targets = {label: codes[rows] for label, (_, codes) in labels.items()}
             datasets[name] = ds
-        if self.report_dir and not self._reports_written and rank_zero_only.rank == 0:
-            self.write_reports(self.report_dir)
-            self._reports_written = True
         return datasets
+
+    # ---- the prepared cache (data.cache) ----------------------------------------------------
+    def _prepare_cache(self, datasets: dict[str, Dataset]) -> CacheRecord:
+        """Reuse or build the cache of these datasets (under multi-process training, rank 0
+        builds while the others wait)."""
+        if self.preprocess is None:
+            raise ConfigError("data.cache.dir needs data.preprocess (this config predates it)")
+        trainer = self.trainer
+        distributed = trainer is not None and trainer.world_size > 1
+        return prepare_cache(
+            self.cache_settings, self.fingerprint_of(datasets), self.preprocess, datasets,
+            self.on_bad_image, builder=not distributed or trainer.global_rank == 0,
+            wait=(lambda: trainer.strategy.barrier("fashionlab data cache")) if distributed else None)
+
+    def _leave_out(self, bad: list[dict[str, Any]]) -> None:
+        """Drop the files found bad while building the cache from the table (listed in
+        skipped_images.csv like those the check found)."""
+        prepared = self.prepare_table()
+        paths = {item["path"]: item["reason"] for item in bad}
+        frame = prepared.frame
+        keep = ~frame[REL_PATH].isin(list(paths)).to_numpy()
+        skipped = [{"path": rel, "source": str(frame.at[i, SOURCE]) if SOURCE in frame.columns else "",
+                    "reason": f"{paths[rel]} (found while building the data cache)"}
+                   for i, rel in enumerate(frame[REL_PATH]) if rel in paths]
+        balance = dict(prepared.balance)
+        balance["skipped_bad_images"] = int(balance.get("skipped_bad_images", 0)) + len(skipped)
+        self._prepared = replace(prepared, frame=frame[keep].reset_index(drop=True),
+                                 targets={t: v[keep] for t, v in prepared.targets.items()},
+                                 split=prepared.split[keep], skipped=[*prepared.skipped, *skipped],
+                                 balance=balance)
+
+    def _cached(self, split: str) -> bool:
+        return self.cache_record is not None and self.cache_record.count(split) > 0
+
+    def cached_loader(self, split: str, transform: Any, train: bool, batch_size: int,
+                      persistent: bool = True) -> DataLoader:
+        """A StreamingDataLoader over the cached `split` (train: shuffled by (seed, epoch),
+        ranks padded to equal shares; else each item once, see data.cache.streaming)."""
+        from litdata import StreamingDataLoader
+
+        self.setup()
+        record = self.cache_record
+        bad = [b["position"] for b in record.bad_images if b["split"] == split]
+        index_map = positions_after_drops(int(record.data["listed"][split]), bad) if bad else None
+        dataset = CachedSplit(record.split_dir(split), transform, self.cache_settings.format,
+                              shuffle=train, seed=self.seed,
+                              storage_options=self.cache_settings.storage_options, index_map=index_map)
+        options = self.loader_options()
+        options["persistent_workers"] = persistent and options["persistent_workers"]
+        return StreamingDataLoader(dataset, batch_size=int(batch_size), **options)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        self.setup()
+        if not self._cached(split):
+            return super()._loader(split, shuffle)
+        return self.cached_loader(split, self.splits[split].transform, train=split == "train",
+                                  batch_size=self.batch_size if split == "train" else self.eval_batch_size)
+
+    def inference_loader(self, split: str, batch_size: int | None = None) -> DataLoader:
+        self.setup()
+        if not self._cached(split):
+            return super().inference_loader(split, batch_size)
+        return self.cached_loader(split, self.eval_transform(), train=False,
+                                  batch_size=int(batch_size or self.eval_batch_size), persistent=False)
 
     def retrieval_labels(self) -> dict[str, tuple[list[str], np.ndarray]]:
         """{label: (names, each kept image's code into names)} of `retrieval_label_columns`
@@ -221,4 +306,6 @@ class ImageTableDataModule(MultiTaskDataModule):
         summary = self.prepare_table().balance
         stats.update(data_skipped_images=summary["skipped_bad_images"],
                      data_dropped_rare=summary["dropped_rare"], data_capped=summary["capped"])
+        if self.cache_record is not None:
+            stats["data_cache_key"] = self.cache_record.key
         return stats

@@ -94,12 +94,7 @@ def data_config(loaded: LoadedCheckpoint, overrides: Mapping[str, Any] | None) -
 
 def eval_loader(datamodule: Any, split: str, batch_size: int | None) -> DataLoader:
     """A loader over `split` with the evaluation transforms (no augmentation), in dataset order."""
-    if split not in datamodule.splits:
-        raise ConfigError(f"split {split!r} not in the data ({', '.join(datamodule.splits)})")
-    dataset = copy.copy(datamodule.splits[split])
-    dataset.transform = datamodule.eval_transform()
-    return DataLoader(dataset, batch_size=int(batch_size or datamodule.eval_batch_size), shuffle=False,
-                      num_workers=datamodule.num_workers)
+    return datamodule.inference_loader(split, batch_size)
 
 
 class SplitEmbeddings:

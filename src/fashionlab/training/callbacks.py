@@ -114,8 +114,14 @@ def _samplers(loader: DataLoader) -> list[Any]:
 
 def seed_loaders(loaders: list[DataLoader], seed: int, epoch: int) -> None:
     """Give each loader's samplers and worker-seed draws a generator seeded from (seed, epoch), so
-    the epoch's order does not depend on what drew from the global RNG before."""
+    the epoch's order does not depend on what drew from the global RNG before.
+
+    litdata's StreamingDataLoader (the data cache) shuffles by its own count of passes, which a
+    resumed run starts again from 0: it is set to the trainer's epoch (its next pass is epoch + 1),
+    unless the loader is replaying a mid-epoch state (`restore`)."""
     for i, loader in enumerate(loaders):
+        if hasattr(loader, "current_epoch") and hasattr(loader, "restore") and not loader.restore:
+            loader.current_epoch = int(epoch)
         loader.generator = torch.Generator().manual_seed(derived_seed(seed, epoch, _LOADER, i))
         for sampler in _samplers(loader):
             sampler.generator = torch.Generator().manual_seed(

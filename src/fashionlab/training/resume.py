@@ -36,12 +36,13 @@ RESUME_SAFE = (
     "trainer.log_every_n_steps", "trainer.num_sanity_val_steps", "trainer.limit_test_batches",
     "trainer.profiler", "callbacks.progress_bar", "callbacks.lr_monitor",
     "callbacks.early_stopping", "data.root", "data.system_dirs", "data.download", "data.mirrors",
-    "data.pin_memory", "data.eval_batch_size",
+    "data.pin_memory", "data.eval_batch_size", "data.prefetch_factor", "data.cache.workers",
+    "data.cache.storage_options",
 )
 #: Keys a resumed run may change, with a warning: the run continues, but no longer retraces the
 #: uninterrupted run exactly (other hardware, or augmentation spread over other workers).
 RESUME_WARN = ("trainer.accelerator", "trainer.devices", "trainer.strategy", "trainer.num_nodes",
-               "data.num_workers", "training.compile", "training.compile_backend",
+               "data.num_workers", "data.cache.dir", "training.compile", "training.compile_backend",
                "training.matmul_precision")
 
 

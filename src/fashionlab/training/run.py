@@ -86,6 +86,8 @@ def check_numbers(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first of NUMERIC_KEYS set to something other than a number."""
     for key, kind in NUMERIC_KEYS.items():
         value = OmegaConf.select(cfg, key, default=None)
+        if key == "data.num_workers" and value == "auto":
+            continue
         allowed = (int,) if kind is int else (int, float)
         if value is not None and (isinstance(value, bool) or not isinstance(value, allowed)):
             what = "a whole number" if kind is int else "a number"
