@@ -1,1 +1,0 @@
-"""Datasets, task definitions, splits and augmentation pipelines."""

@@ -1,1 +1,0 @@
-"""`evaluate.py`: classification and retrieval evaluation of a trained checkpoint."""

@@ -1,1 +1,0 @@
-"""Experiments: compare finished runs; record them (commands, commit, hardware, results) in experiments/."""

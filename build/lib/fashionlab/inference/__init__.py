@@ -1,1 +1,0 @@
-"""Using a trained checkpoint: loading it, predicting images, extracting embeddings."""

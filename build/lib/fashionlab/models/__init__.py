@@ -1,1 +1,0 @@
-"""Backbones (timm), task heads and the multi-task network."""

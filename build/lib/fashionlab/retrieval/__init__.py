@@ -1,1 +1,0 @@
-"""Embeddings, FAISS indexes, retrieval metrics and catalogues for visual search."""

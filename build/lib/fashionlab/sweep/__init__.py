@@ -1,1 +1,0 @@
-"""Hyper-parameter sweeps: Optuna studies whose trials are training runs."""

@@ -1,1 +1,0 @@
-"""Lightning module, losses, metrics, schedules, callbacks and the training run."""
