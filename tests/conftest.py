@@ -31,6 +31,9 @@ os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 os.environ.setdefault("WANDB_SILENT", "true")
 # Nothing in the tests reaches W&B's servers, whatever a config says.
 os.environ.setdefault("WANDB_MODE", "offline")
+# A loaded 2-core machine can take long to start W&B's service process: wait for it rather than
+# fail a test on wandb's default 90 s init timeout.
+os.environ.setdefault("WANDB_INIT_TIMEOUT", "600")
 
 
 def make_fashion_mnist_like(n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
