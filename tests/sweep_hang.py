@@ -34,12 +34,12 @@ if __name__ == "__main__":
     real_train = objective.train
     calls = []
 
-    def train(cfg, extra_callbacks=None):
+    def train(cfg, extra_callbacks=None, finish_wandb_run=True):
         callbacks = list(extra_callbacks or [])
         if os.environ.get(ENV) is not None and len(calls) == int(os.environ[ENV]):
             callbacks.append(HangInTraining())
         calls.append(1)
-        return real_train(cfg, extra_callbacks=callbacks)
+        return real_train(cfg, extra_callbacks=callbacks, finish_wandb_run=finish_wandb_run)
 
     objective.train = train
     script = sys.argv.pop(1)

@@ -85,7 +85,7 @@ def test_result_is_kept_when_another_worker_failed_the_trial(sweep_cfg, monkeypa
     cfg = sweep_cfg(None, "sweep.n_trials=1", "sweep.pruner=none", "sweep.study_name=told")
     calls = []
 
-    def train(train_cfg, extra_callbacks=None):
+    def train(train_cfg, extra_callbacks=None, finish_wandb_run=True):
         calls.append(1)
         other = load(cfg)
         running = other.get_trials(states=(TrialState.RUNNING,))[0]
@@ -106,7 +106,8 @@ def test_result_is_kept_when_another_worker_failed_the_trial(sweep_cfg, monkeypa
 @pytest.mark.slow
 def test_tell_retries_a_database_error(sweep_cfg, monkeypatch):
     cfg = sweep_cfg(None, "sweep.n_trials=1", "sweep.pruner=none", "sweep.study_name=retell")
-    monkeypatch.setattr("fashionlab.sweep.objective.train", lambda cfg, extra_callbacks=None: {METRIC: 0.5})
+    monkeypatch.setattr("fashionlab.sweep.objective.train",
+                        lambda cfg, extra_callbacks=None, finish_wandb_run=True: {METRIC: 0.5})
     real = optuna.storages.RDBStorage.set_trial_state_values
     failures = []
 
@@ -128,7 +129,7 @@ def test_ctrl_c_fails_the_trial_and_it_runs_again(sweep_cfg, monkeypatch, interr
     again, so the next worker (or `sweep.resume=true`) runs its parameters; n_trials finish."""
     calls = []
 
-    def train(train_cfg, extra_callbacks=None):
+    def train(train_cfg, extra_callbacks=None, finish_wandb_run=True):
         calls.append(1)
         if len(calls) == 1:
             raise interrupt
