@@ -34,7 +34,7 @@ docs: install
 
 # Every tier (what CI runs, via .ci/run); gpu tests skip without CUDA.
 test: install data lint docs
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=30
 
 # The unit tier: no training runs, browser, PostgreSQL server or GPU (see docs/contributing.md).
 test-fast: install

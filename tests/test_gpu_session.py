@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -21,7 +23,11 @@ from conftest import ROOT
 @pytest.mark.slow
 def test_dry_run_writes_every_stage_into_outdir(fmnist_dir, tmp_path):
     out = tmp_path / "out"
-    env = {**os.environ, "FASHION_MNIST_DIR": str(fmnist_dir), "GPU_SITE": str(tmp_path / "site")}
+    # The script runs this interpreter (and its environment's commands), not whatever python3 is
+    # first on PATH: CI calls .venv/bin/python without activating the venv.
+    env = {**os.environ, "FASHION_MNIST_DIR": str(fmnist_dir), "GPU_SITE": str(tmp_path / "site"),
+           "PYTHON": sys.executable,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("GPU_KIT", None)
     done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_session.sh"), "--dry-run", str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
