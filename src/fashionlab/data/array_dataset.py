@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 
+def label_tensor(value: Any) -> torch.Tensor:
+    """One item's label of one task: a long class index, or a float multi-hot row."""
+    return (torch.as_tensor(value, dtype=torch.float32) if np.ndim(value)
+            else torch.as_tensor(value, dtype=torch.long))
+
+
 def target_tensors(targets: dict[str, np.ndarray], index: int) -> dict[str, torch.Tensor]:
-    """Item `index` of each task's labels: a long class index, or a float multi-hot row."""
-    out = {}
-    for task, values in targets.items():
-        value = values[index]
-        out[task] = (torch.as_tensor(value, dtype=torch.float32) if np.ndim(value)
-                     else torch.as_tensor(value, dtype=torch.long))
-    return out
+    """Item `index` of each task's labels (see `label_tensor`)."""
+    return {task: label_tensor(values[index]) for task, values in targets.items()}
 
 
 class ArrayImageDataset(Dataset):

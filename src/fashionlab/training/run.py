@@ -16,6 +16,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fashionlab.config_safety import check_resume_path
 from fashionlab.data.datamodule import MultiTaskDataModule
+from fashionlab.data.loader_settings import check_workers
 from fashionlab.errors import ConfigError
 from fashionlab.fileio import write_json
 from fashionlab.models.backbones import check_backbone_name, resolve_image_size, resolve_preprocessing
@@ -76,7 +77,7 @@ def build_logger(cfg: DictConfig) -> Any:
 NUMERIC_KEYS: dict[str, type] = {
     "seed": int, "trainer.max_epochs": int, "trainer.min_epochs": int, "trainer.max_steps": int,
     "trainer.accumulate_grad_batches": int, "trainer.log_every_n_steps": int,
-    "data.batch_size": int, "data.eval_batch_size": int, "data.num_workers": int,
+    "data.batch_size": int, "data.eval_batch_size": int,
     "training.freeze_epochs": int, "training.backbone_lr_scale": float,
     "optimizer.lr": float, "optimizer.weight_decay": float,
 }
@@ -86,12 +87,11 @@ def check_numbers(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first of NUMERIC_KEYS set to something other than a number."""
     for key, kind in NUMERIC_KEYS.items():
         value = OmegaConf.select(cfg, key, default=None)
-        if key == "data.num_workers" and value == "auto":
-            continue
         allowed = (int,) if kind is int else (int, float)
         if value is not None and (isinstance(value, bool) or not isinstance(value, allowed)):
             what = "a whole number" if kind is int else "a number"
             raise ConfigError(f"{key}={value!r} must be {what}")
+    check_workers(OmegaConf.select(cfg, "data.num_workers", default=0))  # a count or auto
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[Callback], logger: Any,

@@ -9,7 +9,6 @@ the logger is a `WandbLogger`).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +23,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from fashionlab.fileio import write_json
 from fashionlab.models.hierarchy import constrained_predictions
 from fashionlab.models.metrics import to_probs
 from fashionlab.provenance import git_info
@@ -145,7 +145,7 @@ class WandbRunPage(Callback):
         identity = data_identity_summary(datamodule.data_identity())
         self.logger.artifact_metadata["data_fingerprint"] = identity["fingerprint"]
         path = self.run_dir / DATA_IDENTITY_FILE
-        path.write_text(json.dumps(identity, indent=1, sort_keys=True) + "\n")
+        write_json(path, identity, sort_keys=True)
         dataset = wandb.Artifact(f"dataset-{type(datamodule).__name__}", type="dataset",
                                  metadata={**identity, "root": str(getattr(datamodule, "root", ""))})
         dataset.add_file(str(path), name=DATA_IDENTITY_FILE, policy="immutable")

@@ -31,6 +31,7 @@ from litdata.streaming.shuffle import FullShuffle, NoShuffle
 from litdata.utilities.env import _DistributedEnv
 from torch.utils.data import get_worker_info
 
+from fashionlab.data.array_dataset import label_tensor
 from fashionlab.data.cache.build import decode_jpeg
 
 # litdata logs its disk budget and read mode at INFO each time a loader starts: keep it to warnings.
@@ -116,10 +117,8 @@ class EvenNoShuffle(NoShuffle):
 
 
 def item_targets(targets: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """Stored labels as tensors: a long class index, or a float multi-hot row."""
-    return {task: (torch.as_tensor(value, dtype=torch.float32) if np.ndim(value)
-                   else torch.as_tensor(value, dtype=torch.long))
-            for task, value in targets.items()}
+    """Stored labels as tensors (see `label_tensor`)."""
+    return {task: label_tensor(value) for task, value in targets.items()}
 
 
 class CachedSplit(StreamingDataset):
