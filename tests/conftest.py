@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from filelock import FileLock
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -34,6 +36,34 @@ os.environ.setdefault("WANDB_MODE", "offline")
 # A loaded 2-core machine can take long to start W&B's service process: wait for it rather than
 # fail a test on wandb's default 90 s init timeout.
 os.environ.setdefault("WANDB_INIT_TIMEOUT", "600")
+# Under pytest-xdist each worker has a core: one compute thread per worker (and per script it
+# starts), so that two workers do not fight over the cores. Results never depend on it.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+
+def shared_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This test session's base folder that every pytest-xdist worker sees (a worker's own base
+    temporary folder is one level below it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def build_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object],
+               folder: Path | None = None) -> Path:
+    """`build(folder)` once per test session, whichever xdist worker asks first; the others wait
+    on a file lock and reuse what it built. `folder` defaults to `<shared base>/<name>`; `build`
+    creates it. A build that raised is retried by the next caller."""
+    base = shared_base(tmp_path_factory)
+    folder = folder or base / name
+    with FileLock(base / f"{name}.lock"):
+        if not (base / f"{name}.built").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            build(folder)
+            (base / f"{name}.built").touch()
+    return folder
 
 
 def make_fashion_mnist_like(n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -63,7 +93,7 @@ def write_fashion_mnist(folder: Path, n_train_per_class: int = 16, n_test_per_cl
 
 @pytest.fixture(scope="session")
 def fmnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_fashion_mnist(tmp_path_factory.mktemp("fashion-mnist"))
+    return build_once(tmp_path_factory, "fashion-mnist", write_fashion_mnist)
 
 
 def tiny_overrides(data_root: Path, out_dir: Path) -> list[str]:
@@ -108,6 +138,45 @@ def run_script(*args: str, timeout: float = 600, cwd: Path = ROOT, **kwargs) -> 
     """Run a project script (e.g. train.py) in a fresh interpreter, as a user would."""
     return subprocess.run([sys.executable, *args], cwd=cwd, env={**os.environ, **SCRIPT_ENV},
                           capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def run_entry(script: str | Path, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run a project script's `__main__` in this process, as `run_script` runs it in a new one:
+    its exit status, stdout and stderr (an uncaught exception: status 1 and its traceback).
+
+    For tests of what a script reports; torch and the project are already imported, so this
+    costs a fraction of a new interpreter. Keep one real `run_script` per script."""
+    import contextlib
+    import io
+    import logging
+    import runpy
+    import traceback
+
+    script = str(script)
+    out, err = io.StringIO(), io.StringIO()
+    saved_argv, saved_cwd = sys.argv[:], os.getcwd()
+    root_logger = logging.getLogger()
+    saved_logging = root_logger.handlers[:], root_logger.level  # Hydra configures logging per job
+    code = 0
+    GlobalHydra.instance().clear()
+    try:
+        sys.argv = [script, *args]
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                runpy.run_path(script, run_name="__main__")
+            except SystemExit as stop:
+                code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+            except Exception:  # what the interpreter would print for an uncaught exception
+                code = 1
+                err.write(traceback.format_exc())
+    finally:
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        GlobalHydra.instance().clear()
+        root_logger.handlers[:], _ = saved_logging
+        root_logger.setLevel(saved_logging[1])
+    return subprocess.CompletedProcess([script, *args], code, out.getvalue(), err.getvalue())
 
 
 def start_script(*args: str, cwd: Path = ROOT, **kwargs) -> subprocess.Popen:

@@ -2,7 +2,9 @@
 
 Other test modules use the session fixtures `tiny_run` (training run folder with
 checkpoints/best.ckpt, trained with W&B offline) and `tiny_eval_dir` (evaluate.py's output for
-it with the flat index), or call `train_tiny_run` / `evaluate_run` for their own variants.
+it with the flat index), or call `train_tiny_run` / `evaluate_run` for their own variants. Both
+are built once for the whole session and shared by the pytest-xdist workers (`build_once`):
+tests read them and never write into them (copy first: `shutil.copytree`).
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+from wandb_records import flush_wandb
 
-from conftest import CONF, tiny_overrides
+from conftest import CONF, build_once, tiny_overrides
 
 
 def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
@@ -56,10 +59,18 @@ def evaluate_run(run_dir: Path, out_dir: Path, extra: tuple[str, ...] = ()) -> P
 
 @pytest.fixture(scope="session")
 def tiny_run(fmnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # 4 rows per task in the misclassified-images table: fewer than the run's mistakes (tests the bound)
-    return train_tiny_run(fmnist_dir, tmp_path_factory.mktemp("tiny-run"), extra=("logger.log_images=4",))
+    def build(folder: Path) -> None:
+        # 4 rows per task in the misclassified-images table: fewer than the run's mistakes (tests the bound)
+        train_tiny_run(fmnist_dir, folder, extra=("logger.log_images=4",))
+        flush_wandb()
+
+    return build_once(tmp_path_factory, "tiny-run", build)
 
 
 @pytest.fixture(scope="session")
-def tiny_eval_dir(tiny_run: Path) -> Path:
-    return evaluate_run(tiny_run, tiny_run / "eval" / "tiny")
+def tiny_eval_dir(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    def build(folder: Path) -> None:
+        evaluate_run(tiny_run, folder)
+        flush_wandb()
+
+    return build_once(tmp_path_factory, "tiny-eval", build, folder=tiny_run / "eval" / "tiny")

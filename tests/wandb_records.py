@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,23 @@ CHUNK_HEADER = 7
 FILE_HEADER = b":W&B\xe1\xbe\x00"
 
 
+def flush_wandb() -> None:
+    """Wait until W&B has written every finished run of this process to disk.
+
+    `wandb.finish()` returns before wandb's service has closed the run's stream (the close is a
+    message it does not wait for), so a run's last records, the exit record among them, may still
+    sit in the service's write buffer; under load they reach the file a moment later. At process
+    exit wandb's own atexit hook waits for them; in-process, `wandb.teardown()` does (it shuts the
+    service down; the next `wandb.init` starts a new one)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is None:
+        wandb.teardown()
+
+
 def read_records(path: str | Path) -> list[wandb_internal_pb2.Record]:
+    """Every record of an offline run file (after `flush_wandb`: complete for runs this process
+    finished)."""
+    flush_wandb()
     data = Path(path).read_bytes()
     if not data.startswith(FILE_HEADER):
         raise ValueError(f"{path}: not a W&B run file")
