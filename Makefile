@@ -32,13 +32,18 @@ lint: install
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
-# Every tier (what CI runs, via .ci/run); gpu tests skip without CUDA.
-test: install data lint docs
-	$(BIN)/python -m pytest --durations=30
+# pytest-xdist workers: one per core of the 2-core CI machine (docs/contributing.md).
+TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist loadgroup
+
+# Every tier (what CI runs, via .ci/run); gpu tests skip without CUDA. The suite builds the docs
+# site strictly (tests/test_docs_site.py).
+test: install data lint
+	$(BIN)/python -m pytest $(XDIST) --durations=30
 
 # The unit tier: no training runs, browser, PostgreSQL server or GPU (see docs/contributing.md).
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow and not browser and not postgres and not gpu"
+	$(BIN)/python -m pytest $(XDIST) -m "not slow and not browser and not postgres and not gpu"
 
 test-gpu: install data
 	$(BIN)/python -m pytest -m gpu

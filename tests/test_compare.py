@@ -21,6 +21,9 @@ from fashionlab.resolvers import multirun_group
 
 from conftest import ROOT, run_script, tiny_overrides
 
+# Its module-scoped trained fixture is built once: its tests stay on one xdist worker.
+pytestmark = pytest.mark.xdist_group("test_compare")
+
 PNG = bytes.fromhex("89504e470d0a1a0a")  # enough of a PNG for copying
 
 

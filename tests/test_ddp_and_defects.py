@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_training import METRIC_NAMES
 from torchmetrics.classification import MultilabelAccuracy, MultilabelF1Score
 
 from fashionlab.data.readers.fashion_mnist import FILES
@@ -54,7 +55,10 @@ def test_ddp_val_and_test_metrics_count_each_item_once(tmp_path):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
+    log = proc.stdout + proc.stderr
+    assert "distributed_backend=gloo" in log and "Starting with 2 processes" in log
     metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(METRIC_NAMES) <= set(metrics)
     assert (metrics["data_num_val"], metrics["data_num_test"]) == (41, 79)
     for task in ("article", "category"):
         assert confusion_total(run_dir, "val", task) == 41

@@ -23,6 +23,9 @@ from fashionlab.training.run import build_datamodule, build_model, prepare_confi
 
 from conftest import tiny_overrides
 
+# Its module-scoped trained fixture is built once: its tests stay on one xdist worker.
+pytestmark = pytest.mark.xdist_group("test_embedding_head")
+
 OPTIONS = ["arcface", "subcenter_arcface", "cosface", "proxy_anchor", "supcon", "multi_similarity"]
 WITH_PARAMETERS = {"arcface", "subcenter_arcface", "cosface", "proxy_anchor"}
 

@@ -19,6 +19,9 @@ from fashionlab.errors import FashionlabError, ManifestMismatchError
 
 from conftest import run_script, tiny_overrides
 
+# Its module-scoped trained fixture is built once: its tests stay on one xdist worker.
+pytestmark = pytest.mark.xdist_group("test_eval_data")
+
 CLASSES = ("coat", "dress", "shirt")
 EVAL_FAST = ("wandb.log=false", "retrieval.ks=[1,3]", "retrieval.k=3", "retrieval.recall_vs_exact_k=3",
              "examples.k=3", "examples.num_queries=2")

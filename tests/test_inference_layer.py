@@ -23,6 +23,9 @@ from fashionlab.models.build import Deferred
 
 from conftest import tiny_overrides
 
+# Its module-scoped trained fixture is built once: its tests stay on one xdist worker.
+pytestmark = pytest.mark.xdist_group("test_inference_layer")
+
 APP = Path(__file__).resolve().parents[1] / "src" / "fashionlab" / "recommend" / "webui" / "streamlit_app.py"
 
 

@@ -26,6 +26,9 @@ from fashionlab.training.run import prepare_config, train
 
 from conftest import CONF, tiny_overrides
 
+# Its module-scoped trained fixture is built once: its tests stay on one xdist worker.
+pytestmark = pytest.mark.xdist_group("test_preprocessing")
+
 BACKBONES = sorted(p.stem for p in (CONF / "backbone").glob("*.yaml"))
 
 

@@ -34,6 +34,9 @@ from fashionlab.retrieval.catalogue import Catalogue
 
 from conftest import ROOT, run_script
 
+# Its module-scoped trained fixture is built once: its tests stay on one xdist worker.
+pytestmark = pytest.mark.xdist_group("test_recommend")
+
 ARTIFACTS = ROOT / "test-artifacts"
 PARENT_OF = OmegaConf.load(ROOT / "conf" / "data" / "fashion_mnist.yaml").tasks.article.parent_of
 

@@ -13,6 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+# Its module-scoped trained fixture is built once: its tests stay on one xdist worker.
+pytestmark = pytest.mark.xdist_group("test_retrieval_benchmark")
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "retrieval.py"
 

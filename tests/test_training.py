@@ -2,9 +2,6 @@
 reproducibility, DDP, loggers and multirun."""
 
 import json
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import lightning as L
@@ -24,7 +21,7 @@ from fashionlab.training.run import (
     train,
 )
 
-from conftest import SYSTEM_FMNIST, run_script, start_script, tiny_overrides
+from conftest import SYSTEM_FMNIST, run_script, tiny_overrides
 
 METRIC_NAMES = [f"{stage}/{task}/{metric}" for stage in ("val", "test")
                 for task in ("article", "category") for metric in ("acc", "f1_macro", "f1_weighted")]
@@ -190,49 +187,6 @@ def assert_hparams_dashboard(log_dir: Path, metrics: dict) -> None:
     final = events.Scalars("hparams/test/article/acc")
     assert [e.value for e in final] == [pytest.approx(metrics["test/article/acc"])]
     assert "val/article/acc" in events.Tags()["scalars"]
-
-
-@pytest.mark.slow
-def test_resume_after_kill(fmnist_dir, tmp_path):
-    out = tmp_path / "run"
-    overrides = [*tiny_overrides(fmnist_dir, out), "trainer.max_epochs=12"]
-    last = out / "checkpoints" / "last.ckpt"
-    process = start_script("train.py", *overrides, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not last.exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.5)
-    assert process.poll() is None, "training finished before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (out / "metrics.json").exists()
-    killed_at = torch.load(last, map_location="cpu", weights_only=True)
-    assert 0 <= killed_at["epoch"] < 11
-    result = run_script("train.py", *overrides, f"ckpt_path={last}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Restoring states from the checkpoint path" in result.stdout + result.stderr
-    metrics = json.loads((out / "metrics.json").read_text())
-    steps_per_epoch = 120 // 16
-    assert metrics["global_step"] == 12 * steps_per_epoch
-    assert metrics["resumed_from"] == str(last)
-
-
-@pytest.mark.slow
-def test_ddp_two_processes_on_cpu(fmnist_dir, tmp_path):
-    out = tmp_path / "ddp"
-    result = run_script("train.py", *tiny_overrides(fmnist_dir, out), "trainer=ddp",
-                        "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1",
-                        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-                        "trainer.num_sanity_val_steps=0")
-    assert result.returncode == 0, result.stderr[-3000:]
-    log = result.stdout + result.stderr
-    assert "distributed_backend=gloo" in log and "Starting with 2 processes" in log
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert set(METRIC_NAMES) <= set(metrics)
-    # each rank saw half of the 80 test images; the synchronised confusion matrix covers all
-    confusion = pd.read_csv(out / "tables" / "test_article_confusion.csv", index_col=0)
-    assert confusion.to_numpy().sum() == 80
 
 
 @pytest.mark.slow
