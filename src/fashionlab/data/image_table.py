@@ -32,6 +32,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 
 from fashionlab.data.cache.build import CacheRecord, CacheSettings
+from fashionlab.data.cache.integrity import split_hashes
 from fashionlab.data.cache.prepare import positions_after_drops, prepare_cache
 from fashionlab.data.cache.streaming import CachedSplit
 from fashionlab.data.datamodule import SPLITS, MultiTaskDataModule
@@ -244,7 +245,9 @@ class ImageTableDataModule(MultiTaskDataModule):
         index_map = positions_after_drops(int(record.data["listed"][split]), bad) if bad else None
         dataset = CachedSplit(record.split_dir(split), transform, self.cache_settings.format,
                               shuffle=train, seed=self.seed,
-                              storage_options=self.cache_settings.storage_options, index_map=index_map)
+                              storage_options=self.cache_settings.storage_options, index_map=index_map,
+                              files=split_hashes(record.data.get("files") or {}, split),
+                              count=record.count(split))
         options = self.loader_options()
         options["persistent_workers"] = persistent and options["persistent_workers"]
         return StreamingDataLoader(dataset, batch_size=int(batch_size), **options)
