@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +35,8 @@ os.environ.setdefault("WANDB_MODE", "offline")
 # A loaded 2-core machine can take long to start W&B's service process: wait for it rather than
 # fail a test on wandb's default 90 s init timeout.
 os.environ.setdefault("WANDB_INIT_TIMEOUT", "600")
+# The stat cache of the data fingerprint's file hashes: one per test process, not the user's.
+os.environ.setdefault("FASHIONLAB_HASH_STORE", tempfile.mkdtemp(prefix="fashionlab-hash-store-"))
 
 
 def make_fashion_mnist_like(n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,6 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 from fixtures_images import noisy, save_image, write_tree
 from test_data_cache import image_table, keys
@@ -207,6 +206,17 @@ def test_a_downloaded_chunk_is_verified_before_litdata_reads_it(built, tmp_path)
     assert chunk.name in message and "SHA-256" in message
 
 
+def test_an_error_from_a_loader_worker_is_one_line():
+    from fashionlab.entrypoint import error_message
+    from fashionlab.errors import CacheError
+
+    raised = CacheError("Caught CacheError in DataLoader worker process 1.\nOriginal Traceback (most recent "
+                        "call last):\n  File \"x.py\", line 1, in f\n    g()\nfashionlab.errors.CacheError: "
+                        "s3://b/k/train/chunk-0-0.bin: its SHA-256 differs; delete s3://b/k to rebuild it")
+    assert error_message(raised) == ("s3://b/k/train/chunk-0-0.bin: its SHA-256 differs; "
+                                     "delete s3://b/k to rebuild it")
+
+
 # ---- 3. never stale -------------------------------------------------------------------------
 
 def write_bmp_folder(root: Path) -> list[Path]:
@@ -230,6 +240,15 @@ def change_middle_keep_times(path: Path) -> None:
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     after = path.stat()
     assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+
+def clock_moved_past(path: Path, probe: Path) -> None:
+    """Wait until the file system's clock has moved past `path`'s ctime (it may tick coarsely),
+    so that a change now shows in the ctime, as it does for any change made after hashing."""
+    while True:
+        probe.write_bytes(b"")
+        if probe.stat().st_ctime_ns > path.stat().st_ctime_ns:
+            return
 
 
 @pytest.mark.parametrize("check", ["header", "exists"])
@@ -266,6 +285,7 @@ def test_unchanged_files_are_not_hashed_again(tmp_path):
     assert read == len(paths) and len(set(hashes)) == len(paths)
     again, read = file_hashes.content_hashes([str(p) for p in paths], root, store, settle_ns=0)
     assert (again, read) == (hashes, 0)
+    clock_moved_past(paths[3], tmp_path / "probe")
     change_middle_keep_times(paths[3])
     changed, read = file_hashes.content_hashes([str(p) for p in paths], root, store, settle_ns=0)
     assert read == 1 and changed[3] != hashes[3] and changed[:3] == hashes[:3]

@@ -294,7 +294,8 @@ class ImageTableDataModule(MultiTaskDataModule):
                                      generator=generator)
 
     def fingerprint_items(self, digest: Any, dataset: Dataset) -> None:
-        """Relative path, size and quick hash (first/last 4 KiB) of every file of the split."""
+        """Relative path, size and content SHA-256 (`file_key`, see table.check) of every file of
+        the split, and its boxes."""
         for rel, key in zip(dataset.rel_paths, dataset.file_keys, strict=True):
             digest.update(f"{rel}\t{key}\n".encode())
         if dataset.boxes is not None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from fashionlab.data.cache.litdata_hooks import ALLOWED_SERIALIZERS, numpy_format
+from fashionlab.data.cache.litdata_hooks import numpy_format
 from fashionlab.errors import CacheError
 from fashionlab.fileio import file_digest
 

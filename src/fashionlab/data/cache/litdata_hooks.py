@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -91,10 +92,8 @@ def _check_download(remote_dir: str, tmp_path: str, local_path: str) -> None:
         if expected.files is not None:
             check_file(tmp_path, f"{expected.where}/{name}", expected.files.get(name), expected.way_out)
     except CacheError:
-        try:
+        with contextlib.suppress(OSError):
             os.remove(tmp_path)
-        except OSError:
-            pass
         raise
 
 
