@@ -273,6 +273,22 @@ def test_a_changed_file_with_its_times_restored_is_seen(tmp_path, check):
         check_data_identity(identity, changed.data_identity(), "best.ckpt")
 
 
+def test_a_checkpoint_written_before_is_checked_with_its_own_fingerprint(tmp_path):
+    """An identity stored without `fingerprint_kind` (the quick fingerprint: size, first and last
+    4 KiB) is compared with this data's quick fingerprint, so old checkpoints still evaluate."""
+    from fashionlab.evaluation.data_check import check_data_identity
+
+    root = tmp_path / "images"
+    write_bmp_folder(root)
+    dm = image_table(root, tmp_path / "cache", "data.cache.dir=null")
+    now = dm.data_identity()
+    old = {k: v for k, v in now.items() if k != "fingerprint_kind"}
+    old["fingerprint"] = dm.legacy_fingerprint()
+    assert old["fingerprint"] != now["fingerprint"]
+    assert check_data_identity(old, dm.matches_recorded(old), "old.ckpt")["data_changed"] is False
+    assert dm.matches_recorded(now) == now
+
+
 def test_unchanged_files_are_not_hashed_again(tmp_path):
     """A file whose stat (size, mtime_ns, ctime_ns, inode) is as recorded, long enough ago that
     a change within the clock's granularity is ruled out, is not read again."""

@@ -39,7 +39,16 @@ from fashionlab.data.datamodule import SPLITS, MultiTaskDataModule
 from fashionlab.data.file_dataset import FileImageDataset
 from fashionlab.data.table import balance as balancing
 from fashionlab.data.table import cap, check, classes, read, report, split
-from fashionlab.data.table.frame import ABS_PATH, BOX, FILE_KEY, ID, REL_PATH, SOURCE, PreparedTable
+from fashionlab.data.table.frame import (
+    ABS_PATH,
+    BOX,
+    FILE_KEY,
+    ID,
+    LEGACY_FILE_KEY,
+    REL_PATH,
+    SOURCE,
+    PreparedTable,
+)
 from fashionlab.errors import ConfigError, DataNotFoundError
 from fashionlab.tasks import TASK_KINDS, TaskSpec
 
@@ -196,6 +205,7 @@ class ImageTableDataModule(MultiTaskDataModule):
                 min_side=self.preprocess.decode_min_side if self.preprocess is not None else None,
             )
             ds.file_keys = part[FILE_KEY].tolist()
+            ds.legacy_file_keys = part[LEGACY_FILE_KEY].tolist()
             ds.retrieval_targets = {label: codes[rows] for label, (_, codes) in labels.items()}
             datasets[name] = ds
         return datasets
@@ -293,10 +303,11 @@ class ImageTableDataModule(MultiTaskDataModule):
                                      num_samples=len(labels), replacement=True,
                                      generator=generator)
 
-    def fingerprint_items(self, digest: Any, dataset: Dataset) -> None:
+    def fingerprint_items(self, digest: Any, dataset: Dataset, legacy: bool = False) -> None:
         """Relative path, size and content SHA-256 (`file_key`, see table.check) of every file of
-        the split, and its boxes."""
-        for rel, key in zip(dataset.rel_paths, dataset.file_keys, strict=True):
+        the split, and its boxes (`legacy`: size and quick hash, `legacy_file_key`)."""
+        keys = dataset.legacy_file_keys if legacy else dataset.file_keys
+        for rel, key in zip(dataset.rel_paths, keys, strict=True):
             digest.update(f"{rel}\t{key}\n".encode())
         if dataset.boxes is not None:
             digest.update(repr(dataset.boxes).encode())

@@ -339,7 +339,13 @@ def write_evaluation(cfg: DictConfig, out: Path, staging: Path, started: float,
     # The data's own protocol (query/gallery splits, Recall@k) where evaluate.py leaves them null.
     cfg = with_data_protocol(cfg, data_cfg)
     check_protocol(cfg, datamodule)
-    data_check = check_data_identity(loaded.data_identity, datamodule.data_identity(), loaded.path,
+    now = datamodule.data_identity()
+    if loaded.data_identity:
+        now = datamodule.matches_recorded(loaded.data_identity)
+        if now.get("fingerprint_kind") is None:
+            log.warning("%s was written before data fingerprints hashed whole files: the data is "
+                        "checked by each file's size and first and last 4 KiB, as it was then", loaded.path)
+    data_check = check_data_identity(loaded.data_identity, now, loaded.path,
                                      allow_changed=bool((cfg.get("data") or {}).get("allow_changed")))
     fingerprint = data_check["data_fingerprint"]
     timings["load_s"] = time.perf_counter() - t

@@ -10,7 +10,7 @@ import numpy as np
 
 from fashionlab.data.file_hashes import content_hashes
 from fashionlab.data.images import check_images
-from fashionlab.data.table.frame import ABS_PATH, AUTO, FILE_KEY, REL_PATH, ImageTable
+from fashionlab.data.table.frame import ABS_PATH, AUTO, FILE_KEY, LEGACY_FILE_KEY, REL_PATH, ImageTable
 from fashionlab.errors import BadImageError, DataFormatError
 
 log = logging.getLogger(__name__)
@@ -65,9 +65,11 @@ def check_files(table: ImageTable, mode: str, on_bad_image: str, workers: int | 
             except OSError:
                 infos.append(None)
                 errors.append(BadImageError(p, "file not found"))
+        legacy = list(infos)
     else:
         checked, errors = check_images(paths, full=mode == "full", workers=workers)
         infos = [str(i.size) if i else None for i in checked]
+        legacy = [f"{i.size}:{i.quick_hash}" if i else None for i in checked]
     bad = [i for i, e in enumerate(errors) if e is not None]
     skipped = [{"path": frame.at[i, REL_PATH], "source": table.source(i),
                 "reason": errors[i].reason} for i in bad]
@@ -87,9 +89,10 @@ def check_files(table: ImageTable, mode: str, on_bad_image: str, workers: int | 
     except OSError as exc:
         raise BadImageError(getattr(exc, "filename", None) or "a data file",
                             f"cannot read file ({exc.strerror or exc})") from None
+    frame = frame.copy()
+    frame[LEGACY_FILE_KEY] = legacy  # what checkpoints written before hashed (datamodule.FINGERPRINT_KIND)
     for i, digest in zip(good_rows, hashes, strict=True):
         infos[i] = f"{infos[i]}:{digest}"
-    frame = frame.copy()
     frame[FILE_KEY] = infos
     good = np.array([e is None for e in errors], dtype=bool)
     return table.with_frame(frame[good]), skipped
