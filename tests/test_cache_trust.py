@@ -19,18 +19,22 @@ from fashionlab.data.preprocess import Preprocessing
 from fashionlab.errors import DataChangedError, FashionlabError
 
 
-@pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    root = tmp_path / "images"
-    write_tree(root, {"a": 10, "b": 10, "c": 9}, ext=".jpg")
-    return root
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data folder (`images`) and its complete cache (`cache`), built once for the module."""
+    base = tmp_path_factory.mktemp("cache-trust")
+    write_tree(base / "images", {"a": 10, "b": 10, "c": 9}, ext=".jpg")
+    image_table(base / "images", base / "cache").setup()
+    return base
 
 
 @pytest.fixture
-def built(folder: Path, tmp_path: Path) -> tuple[Path, Path, str]:
-    """(data folder, cache folder, key) of a complete cache."""
-    cache = tmp_path / "cache"
-    image_table(folder, cache).setup()
+def built(template: Path, tmp_path: Path) -> tuple[Path, Path, str]:
+    """(data folder, cache folder, key) of a complete cache: this test's own copy."""
+    import shutil
+
+    folder = shutil.copytree(template / "images", tmp_path / "images")
+    cache = shutil.copytree(template / "cache", tmp_path / "cache")
     (key,) = keys(cache)
     return folder, cache, key
 
@@ -251,24 +255,29 @@ def clock_moved_past(path: Path, probe: Path) -> None:
             return
 
 
-@pytest.mark.parametrize("check", ["header", "exists"])
-def test_a_changed_file_with_its_times_restored_is_seen(tmp_path, check):
+@pytest.mark.parametrize("check, cached", [("header", True), ("exists", False)])
+def test_a_changed_file_with_its_times_restored_is_seen(tmp_path, check, cached):
+    """The run that would reuse the cache builds another; evaluate.py's check refuses the data.
+    (data.check_images=exists once looked at the size alone: fingerprint only, no cache.)"""
     from fashionlab.evaluation.data_check import check_data_identity
 
     root, cache = tmp_path / "images", tmp_path / "cache"
     paths = write_bmp_folder(root)
-    first = image_table(root, cache, f"data.check_images={check}")
+    extra = (f"data.check_images={check}", *(() if cached else ("data.cache.dir=null",)))
+    first = image_table(root, cache, *extra)
     first.setup()
     identity = first.data_identity()
-    again = image_table(root, cache, f"data.check_images={check}")
+    again = image_table(root, cache, *extra)
     again.setup()
-    assert again.fingerprint() == first.fingerprint() and len(keys(cache)) == 1
+    assert again.fingerprint() == first.fingerprint()
 
+    clock_moved_past(paths[len(paths) // 2], tmp_path / "probe")
     change_middle_keep_times(paths[len(paths) // 2])
-    changed = image_table(root, cache, f"data.check_images={check}")
+    changed = image_table(root, cache, *extra)
     changed.setup()
     assert changed.fingerprint() != first.fingerprint()
-    assert len(keys(cache)) == 2, "the old cache is not reused"
+    if cached:
+        assert len(keys(cache)) == 2, "the old cache is not reused"
     with pytest.raises(DataChangedError):  # evaluate.py's same-data check
         check_data_identity(identity, changed.data_identity(), "best.ckpt")
 
