@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -36,6 +37,8 @@ os.environ.setdefault("WANDB_MODE", "offline")
 # A loaded 2-core machine can take long to start W&B's service process: wait for it rather than
 # fail a test on wandb's default 90 s init timeout.
 os.environ.setdefault("WANDB_INIT_TIMEOUT", "600")
+# The stat cache of the data fingerprint's file hashes: one per test process, not the user's.
+os.environ.setdefault("FASHIONLAB_HASH_STORE", tempfile.mkdtemp(prefix="fashionlab-hash-store-"))
 # Under pytest-xdist each worker has a core: one compute thread per worker (and per script it
 # starts), so that two workers do not fight over the cores. Results never depend on it.
 if os.environ.get("PYTEST_XDIST_WORKER"):

@@ -115,9 +115,10 @@ def test_fashion_products_photos_end_to_end(tmp_path, caplog, capsys):
     assert resumed["epochs_completed"] == 2 and resumed["data_cache_key"] == key
 
     with caplog.at_level(logging.INFO, logger="fashionlab.data.cache.prepare"):
-        out = evaluate_run(run, tmp_path / "eval", ("retrieval.ks=[1]", "retrieval.k=3",
-                                                    "retrieval.recall_vs_exact_k=3", "examples.k=2",
-                                                    "examples.num_queries=2"))
+        # the checkpoint's data.cache.dir is never followed: the user passes it
+        out = evaluate_run(run, tmp_path / "eval", (f"data.cache.dir={cache}", "retrieval.ks=[1]",
+                                                    "retrieval.k=3", "retrieval.recall_vs_exact_k=3",
+                                                    "examples.k=2", "examples.num_queries=2"))
     assert f"reusing {cache}/{key}" in caplog.text
     report = json.loads((out / "report.json").read_text())
     assert (report["gallery_split"], report["num_gallery"]) == ("train", 14)

@@ -15,7 +15,7 @@ import torch
 from fixtures_images import write_tree
 from fixtures_runs import compose_config, evaluate_run
 
-from fashionlab.errors import FashionlabError, ManifestMismatchError
+from fashionlab.errors import DataChangedError, FashionlabError, ManifestMismatchError
 
 from conftest import run_script, tiny_overrides
 
@@ -124,6 +124,22 @@ def test_added_image_is_refused_unless_allowed(folder_run, tmp_path):
     assert report["data_fingerprint"] != report["training_data_fingerprint"]
     md = (tmp_path / "allowed" / "report.md").read_text()
     assert "data.allow_changed" in md and report["training_data_fingerprint"][:16] in md
+
+
+@pytest.mark.slow
+def test_a_photo_changed_with_its_times_restored_is_refused(tmp_path):
+    """Middle bytes of one image rewritten at the same size and its mtime set back (`touch -r`)
+    after training: the fingerprint hashes every byte (the stat cache sees the moved ctime)."""
+    from test_cache_trust import change_middle_keep_times, clock_moved_past, write_bmp_folder
+
+    paths = write_bmp_folder(tmp_path / "data")  # 12 KiB files: the middle is not in the first/last 4 KiB
+    run = train_folder_run(tmp_path / "data", tmp_path / "run")
+    assert evaluate(run, tmp_path / "same")["data_changed"] is False
+    clock_moved_past(paths[0], tmp_path / "probe")
+    for path in paths:
+        change_middle_keep_times(path)
+    with pytest.raises(DataChangedError, match=r"data\.allow_changed=true"):
+        evaluate(run, tmp_path / "changed")
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """The steps of the image table (read, check, balance, classes, split, report) and the one
-`data.balance` block: fingerprints pinned to the values of the code before the split into steps
-(old checkpoints must keep matching), old config keys read as the new ones, and each setting."""
+`data.balance` block: legacy fingerprints pinned to the values of the code before the split into
+steps (old checkpoints must keep matching, through `legacy_fingerprint`), old config keys read as
+the new ones, and each setting."""
 
 import json
 from pathlib import Path
@@ -79,7 +80,7 @@ def test_table_fingerprints_are_pinned(tmp_path, name, balance):
     if name == "table_official":
         table["split"] = ["test" if i % 5 == 0 else "train" for i in range(len(table))]
         kwargs = {"val_size": 4}
-    assert make(tmp_path, table, balance=balance, **kwargs).fingerprint() == PINNED[name]
+    assert make(tmp_path, table, balance=balance, **kwargs).legacy_fingerprint() == PINNED[name]
 
 
 def module(compose_cfg, overrides, legacy=None):
@@ -104,27 +105,27 @@ def module(compose_cfg, overrides, legacy=None):
 ])
 def test_products_fingerprints_are_pinned(compose_cfg, roots, name, new, old):
     base = ["data=fashion_products", f"data.root={roots / 'products'}", "data.on_bad_image=skip"]
-    assert module(compose_cfg, base + new).fingerprint() == PINNED[name]
-    assert module(compose_cfg, base, legacy=old).fingerprint() == PINNED[name]
+    assert module(compose_cfg, base + new).legacy_fingerprint() == PINNED[name]
+    assert module(compose_cfg, base, legacy=old).legacy_fingerprint() == PINNED[name]
 
 
 def test_celeba_deepfashion_folder_csv_fingerprints_are_pinned(compose_cfg, roots):
     celeba = ["data=celeba_style", f"data.root={roots / 'celeba'}"]
-    assert module(compose_cfg, celeba).fingerprint() == PINNED["celeba_default"]
+    assert module(compose_cfg, celeba).legacy_fingerprint() == PINNED["celeba_default"]
     assert module(compose_cfg, celeba, legacy={"balance_styles": {"max_per_style": "min"}}
-                  ).fingerprint() == PINNED["celeba_default"]
+                  ).legacy_fingerprint() == PINNED["celeba_default"]
     cap4 = ["data.balance.max_per_class=4", "data.balance.unlabelled=3"]
-    assert module(compose_cfg, celeba + cap4).fingerprint() == PINNED["celeba_cap4"]
+    assert module(compose_cfg, celeba + cap4).legacy_fingerprint() == PINNED["celeba_cap4"]
     assert module(compose_cfg, celeba, legacy={"balance_styles": {"max_per_style": 4, "unlabelled": 3}}
-                  ).fingerprint() == PINNED["celeba_cap4"]
+                  ).legacy_fingerprint() == PINNED["celeba_cap4"]
     df = module(compose_cfg, ["data=deepfashion", f"data.root={roots / 'df'}",
                               "data.body_parts=[upper,full]", "data.balance.min_count=3",
                               "+data.tasks.texture={kind: multilabel, classes: auto}"])
-    assert df.fingerprint() == PINNED["deepfashion"]
+    assert df.legacy_fingerprint() == PINNED["deepfashion"]
     folder = module(compose_cfg, ["data=image_folder", f"data.root={roots / 'folder'}"])
-    assert folder.fingerprint() == PINNED["image_folder"]
+    assert folder.legacy_fingerprint() == PINNED["image_folder"]
     csv = module(compose_cfg, ["data=csv", f"data.root={roots / 'csv'}", "data.image_dir=img"])
-    assert csv.fingerprint() == PINNED["csv"]
+    assert csv.legacy_fingerprint() == PINNED["csv"]
 
 
 # --- the balance block ---------------------------------------------------------------------------

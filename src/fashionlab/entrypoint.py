@@ -73,6 +73,10 @@ def one_line(text: str) -> str:
 def error_message(err: BaseException) -> str:
     """One line describing a user error (with the OmegaConf error behind a Hydra one)."""
     text = _omegaconf_text(err) if isinstance(err, OmegaConfBaseException) else str(err)
+    if text.startswith("Caught ") and "\nOriginal Traceback" in text:
+        # re-raised from a DataLoader worker: the worker's message is the traceback's last line
+        last = text.rstrip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
     text = text.split("\nConfig search path:")[0]  # Hydra's listing of where it looked
     cause = err.__cause__
     if isinstance(err, CompactHydraException) and isinstance(cause, OmegaConfBaseException):

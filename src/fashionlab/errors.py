@@ -55,3 +55,8 @@ class RunFolderError(FashionlabError, FileNotFoundError):
 
 class DataChangedError(FashionlabError, ValueError):
     """The data differs from the data a checkpoint was trained on (fingerprint or split items)."""
+
+
+class CacheError(FashionlabError, ValueError):
+    """A data cache holds what this project never writes (e.g. a pickle serializer), or differs
+    from its completion record (a damaged or altered chunk, index or count)."""

@@ -42,6 +42,9 @@ SPLITS = ("train", "val", "test")
 IDENTITY_SPLITS = ("val", "test")
 #: Key of the data identity in the datamodule's state (saved by Lightning in every checkpoint).
 DATA_IDENTITY = "data_identity"
+#: What a file-backed fingerprint hashes per file; a stored identity without it (checkpoints written
+#: before) used each file's size and the SHA-1 of its first and last 4 KiB (`legacy_fingerprint`).
+FINGERPRINT_KIND = "content-sha256"
 
 
 def items_sha256(items: list[Any]) -> str:
@@ -290,21 +293,36 @@ class MultiTaskDataModule(L.LightningDataModule):
         self.setup()
         return self.fingerprint_of(self.splits)
 
-    def fingerprint_of(self, splits: Mapping[str, Dataset]) -> str:
-        """The fingerprint of the datasets `splits` (see `fingerprint`)."""
+    def legacy_fingerprint(self) -> str:
+        """The fingerprint as checkpoints written before FINGERPRINT_KIND computed it."""
+        self.setup()
+        return self.fingerprint_of(self.splits, legacy=True)
+
+    def matches_recorded(self, recorded: Mapping[str, Any]) -> dict[str, Any]:
+        """This data's identity, comparable with `recorded` (a stored one): for an identity
+        written before FINGERPRINT_KIND, its fingerprint is the legacy one (see `legacy_fingerprint`)."""
+        identity = self.data_identity()
+        if recorded.get("fingerprint_kind") == identity.get("fingerprint_kind"):
+            return identity
+        return {**identity, "fingerprint": self.legacy_fingerprint(), "fingerprint_kind": None}
+
+    def fingerprint_of(self, splits: Mapping[str, Dataset], legacy: bool = False) -> str:
+        """The fingerprint of the datasets `splits` (see `fingerprint`; `legacy`: see
+        `legacy_fingerprint`)."""
         digest = hashlib.sha256()
         digest.update(json.dumps([t.__dict__ for t in self.tasks], sort_keys=True,
                                  default=dict).encode())
         for split in (*SPLITS, *self.extra_splits):
             ds = splits[split]
             digest.update(split.encode())
-            self.fingerprint_items(digest, ds)
+            self.fingerprint_items(digest, ds, legacy)
             for task in self.tasks:
                 digest.update(np.ascontiguousarray(ds.targets[task.name]).tobytes())
         return digest.hexdigest()
 
-    def fingerprint_items(self, digest: Any, dataset: Dataset) -> None:
-        """Feed what identifies a split's images into `digest` (here: the pixel arrays)."""
+    def fingerprint_items(self, digest: Any, dataset: Dataset, legacy: bool = False) -> None:
+        """Feed what identifies a split's images into `digest` (here: the pixel arrays, the same
+        for `legacy`)."""
         digest.update(np.ascontiguousarray(dataset.images).tobytes())
 
     def split_items(self, split: str) -> list[Any]:
@@ -320,7 +338,8 @@ class MultiTaskDataModule(L.LightningDataModule):
             for split in (*IDENTITY_SPLITS, *self.extra_splits):
                 items = self.split_items(split)
                 splits[split] = {"count": len(items), "sha256": items_sha256(items), "items": items}
-            self._identity = {"fingerprint": self.fingerprint(), "splits": splits}
+            self._identity = {"fingerprint": self.fingerprint(), "fingerprint_kind": FINGERPRINT_KIND,
+                              "splits": splits}
         return self._identity
 
     def state_dict(self) -> dict[str, Any]:
@@ -330,11 +349,11 @@ class MultiTaskDataModule(L.LightningDataModule):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Keep the checkpoint's data identity; warn when the data in use differs from it."""
         self.recorded_identity = state_dict.get(DATA_IDENTITY)
-        if self.splits and self.recorded_identity and \
-                self.recorded_identity.get("fingerprint") != self.data_identity()["fingerprint"]:
-            log.warning("the data (fingerprint %s) differs from the data the checkpoint was trained "
-                        "on (%s)", self.data_identity()["fingerprint"][:16],
-                        str(self.recorded_identity.get("fingerprint"))[:16])
+        if self.splits and self.recorded_identity:
+            now = self.matches_recorded(self.recorded_identity)["fingerprint"]
+            if self.recorded_identity.get("fingerprint") != now:
+                log.warning("the data (fingerprint %s) differs from the data the checkpoint was "
+                            "trained on (%s)", now[:16], str(self.recorded_identity.get("fingerprint"))[:16])
 
     def data_stats(self) -> dict[str, Any]:
         """Extra numbers for metrics.json (split sizes; subclasses add e.g. skipped files)."""

@@ -32,13 +32,23 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 
 from fashionlab.data.cache.build import CacheRecord, CacheSettings
+from fashionlab.data.cache.integrity import split_hashes
 from fashionlab.data.cache.prepare import positions_after_drops, prepare_cache
 from fashionlab.data.cache.streaming import CachedSplit
 from fashionlab.data.datamodule import SPLITS, MultiTaskDataModule
 from fashionlab.data.file_dataset import FileImageDataset
 from fashionlab.data.table import balance as balancing
 from fashionlab.data.table import cap, check, classes, read, report, split
-from fashionlab.data.table.frame import ABS_PATH, BOX, FILE_KEY, ID, REL_PATH, SOURCE, PreparedTable
+from fashionlab.data.table.frame import (
+    ABS_PATH,
+    BOX,
+    FILE_KEY,
+    ID,
+    LEGACY_FILE_KEY,
+    REL_PATH,
+    SOURCE,
+    PreparedTable,
+)
 from fashionlab.errors import ConfigError, DataNotFoundError
 from fashionlab.tasks import TASK_KINDS, TaskSpec
 
@@ -195,6 +205,7 @@ class ImageTableDataModule(MultiTaskDataModule):
                 min_side=self.preprocess.decode_min_side if self.preprocess is not None else None,
             )
             ds.file_keys = part[FILE_KEY].tolist()
+            ds.legacy_file_keys = part[LEGACY_FILE_KEY].tolist()
             ds.retrieval_targets = {label: codes[rows] for label, (_, codes) in labels.items()}
             datasets[name] = ds
         return datasets
@@ -244,7 +255,9 @@ class ImageTableDataModule(MultiTaskDataModule):
         index_map = positions_after_drops(int(record.data["listed"][split]), bad) if bad else None
         dataset = CachedSplit(record.split_dir(split), transform, self.cache_settings.format,
                               shuffle=train, seed=self.seed,
-                              storage_options=self.cache_settings.storage_options, index_map=index_map)
+                              storage_options=self.cache_settings.storage_options, index_map=index_map,
+                              files=split_hashes(record.data.get("files") or {}, split),
+                              count=record.count(split))
         options = self.loader_options()
         options["persistent_workers"] = persistent and options["persistent_workers"]
         return StreamingDataLoader(dataset, batch_size=int(batch_size), **options)
@@ -290,9 +303,11 @@ class ImageTableDataModule(MultiTaskDataModule):
                                      num_samples=len(labels), replacement=True,
                                      generator=generator)
 
-    def fingerprint_items(self, digest: Any, dataset: Dataset) -> None:
-        """Relative path, size and quick hash (first/last 4 KiB) of every file of the split."""
-        for rel, key in zip(dataset.rel_paths, dataset.file_keys, strict=True):
+    def fingerprint_items(self, digest: Any, dataset: Dataset, legacy: bool = False) -> None:
+        """Relative path, size and content SHA-256 (`file_key`, see table.check) of every file of
+        the split, and its boxes (`legacy`: size and quick hash, `legacy_file_key`)."""
+        keys = dataset.legacy_file_keys if legacy else dataset.file_keys
+        for rel, key in zip(dataset.rel_paths, keys, strict=True):
             digest.update(f"{rel}\t{key}\n".encode())
         if dataset.boxes is not None:
             digest.update(repr(dataset.boxes).encode())

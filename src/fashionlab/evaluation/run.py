@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.data import DataLoader
 
 from fashionlab.config_safety import DATA, safe_instantiate
@@ -84,10 +84,29 @@ EVAL_ONLY_DATA_KEYS = ("allow_changed",)
 def data_config(loaded: LoadedCheckpoint, overrides: Mapping[str, Any] | None) -> DictConfig:
     """The training run's data config with the non-null keys of `overrides` merged in, and the
     checkpoint's tasks (classes in the model's order) imposed, so that `classes: auto` cannot
-    re-derive other classes or another order from today's data."""
+    re-derive other classes or another order from today's data.
+
+    A cache location is never taken from the checkpoint: `data.cache.dir` and its
+    `storage_options` are the user's (`overrides`; none: the files are read, no cache), the
+    other cache settings (format, quality: what the stored bytes are) the checkpoint's."""
     data = copy.deepcopy(loaded.cfg.data)
-    extra = {k: v for k, v in (overrides or {}).items() if v is not None and k not in EVAL_ONLY_DATA_KEYS}
+    overrides = dict(overrides or {})
+    user_cache = overrides.pop("cache", None)
+    if isinstance(user_cache, DictConfig):
+        user_cache = OmegaConf.to_container(user_cache, resolve=True)
+    user_cache = {k: v for k, v in dict(user_cache or {}).items() if v is not None}
+    extra = {k: v for k, v in overrides.items() if v is not None and k not in EVAL_ONLY_DATA_KEYS}
     data = OmegaConf.merge(data, extra) if extra else data
+    stored = data.get("cache")
+    if stored is not None or user_cache.get("dir"):
+        if stored is not None and stored.get("dir") and stored.get("dir") != user_cache.get("dir"):
+            log.info("data cache: the checkpoint's data.cache.dir=%s is not used (a location read from "
+                     "a checkpoint is never followed); the images are read from data.root, or from "
+                     "the cache you pass as data.cache.dir", stored.get("dir"))
+        cache = {**(OmegaConf.to_container(stored, resolve=True) if stored is not None else {}),
+                 "dir": None, "storage_options": {}, **user_cache}
+        with open_dict(data):
+            data.cache = cache
     OmegaConf.update(data, "tasks", tasks_to_config(loaded.tasks), merge=False)
     return data
 
@@ -320,7 +339,13 @@ def write_evaluation(cfg: DictConfig, out: Path, staging: Path, started: float,
     # The data's own protocol (query/gallery splits, Recall@k) where evaluate.py leaves them null.
     cfg = with_data_protocol(cfg, data_cfg)
     check_protocol(cfg, datamodule)
-    data_check = check_data_identity(loaded.data_identity, datamodule.data_identity(), loaded.path,
+    now = datamodule.data_identity()
+    if loaded.data_identity:
+        now = datamodule.matches_recorded(loaded.data_identity)
+        if now.get("fingerprint_kind") is None:
+            log.warning("%s was written before data fingerprints hashed whole files: the data is "
+                        "checked by each file's size and first and last 4 KiB, as it was then", loaded.path)
+    data_check = check_data_identity(loaded.data_identity, now, loaded.path,
                                      allow_changed=bool((cfg.get("data") or {}).get("allow_changed")))
     fingerprint = data_check["data_fingerprint"]
     timings["load_s"] = time.perf_counter() - t

@@ -96,6 +96,9 @@ class Catalogue:
         data_cfg = self.manifest.get("data")
         if not data_cfg:
             raise ConfigError(f"{self.folder}/manifest.json has no 'data' config to rebuild images from")
+        if isinstance(data_cfg, dict) and isinstance(data_cfg.get("cache"), dict):
+            # a cache location read from a shared folder is never followed: images from the files
+            data_cfg = {**data_cfg, "cache": {**data_cfg["cache"], "dir": None, "storage_options": {}}}
         datamodule = safe_instantiate(data_cfg, str(self.folder / "manifest.json"), DATA, key="data",
                                       _recursive_=False)
         datamodule.setup()

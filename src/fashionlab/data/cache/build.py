@@ -2,17 +2,21 @@
 atomic completion.
 
 Layout: `<data.cache.dir>/<key>/<split>/` (litdata chunks + index.json per split) and
-`<key>/cache.json`, the completion record, written last. A folder without the record is a build
+`<key>/cache.json`, the completion record, written last: what the cache was built from, its item
+counts and the SHA-256 of every chunk and index file (checked before use, see `integrity`). A
+folder without the record is a build
 that did not finish (killed, or failed): it is never read, and the next run rebuilds it. A local
 build goes to a temporary sibling `.<key>.partial-<host>-<pid>-<id>` that is renamed to `<key>` once
 complete (a later build removes it when that process is gone);
 an object-store build (`s3://...`, `gs://...`) writes straight to `<key>/` and uploads the record
 last.
 
-The key is the SHA-256 of what decides the stored pixels and labels: the data fingerprint (files,
-their quick hashes, boxes, labels, tasks, splits), the preprocessing record, the cache format and
-its version, and the stored short side. Another dataset or preprocessing gets another key, so a
-cache is never silently stale.
+The key is the SHA-256 of what decides the stored bytes, and only that: the data fingerprint
+(files and the SHA-256 of their content, boxes, labels, tasks, splits), the decoding mode (full or
+reduced JPEG decoding), the stored short side, the cache format and its version. Other data or
+stored pixels get another key, so a cache is never silently stale; the normalisation, the
+interpolation to the input size and the augmentation are applied when reading, so configs that
+differ only in them share a cache.
 """
 
 from __future__ import annotations
@@ -43,8 +47,9 @@ from fashionlab.fileio import write_json
 
 log = logging.getLogger(__name__)
 
-#: Bumped whenever what a cache holds (item layout, resize rule) changes: old caches are not read.
-CACHE_VERSION = 1
+#: Bumped whenever what a cache holds (item layout, resize rule, record) changes: old caches are
+#: not read. 2: the record holds the SHA-256 of every file; the key leaves out the normalisation.
+CACHE_VERSION = 2
 FORMATS = ("raw", "jpeg")
 RECORD = "cache.json"
 
@@ -100,9 +105,10 @@ def stored_short_side(record: Preprocessing) -> int:
 
 def cache_key(fingerprint: str, record: Preprocessing, settings: CacheSettings,
               short_side: int) -> tuple[str, dict[str, Any]]:
-    """(key, the inputs it hashes): 24 hex digits of their SHA-256."""
+    """(key, the inputs it hashes): 24 hex digits of their SHA-256. Only what decides the stored
+    bytes: the preprocessing record counts through its decoding mode and the short side."""
     inputs = {"version": CACHE_VERSION, "format": settings.format_tag(), "short_side": int(short_side),
-              "preprocess": record.to_config(), "data_fingerprint": fingerprint}
+              "decode": record.decode, "data_fingerprint": fingerprint}
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
     return digest[:24], inputs
 
@@ -275,8 +281,14 @@ def build_cache(location: str, key: str, inputs: Mapping[str, Any],
                     len(bad), bad[0]["path"], bad[0]["reason"])
     import litdata
 
+    from fashionlab.data.cache.integrity import split_files
+
     listed = {split: len(dataset) for split, dataset in splits.items()}
-    data = {**inputs, "key": key, "counts": counts, "listed": listed, "bad_images": bad,
+    files: dict[str, str] = {}
+    for split, dataset in splits.items():
+        if len(dataset):
+            files.update(split_files(root, split, settings.storage_options))
+    data = {**inputs, "key": key, "counts": counts, "listed": listed, "bad_images": bad, "files": files,
             "litdata": litdata.__version__, "build_seconds": round(time.time() - started, 1)}
     _complete(root, final, data, remote, settings)
     log.info("data cache: %s complete (%s) in %.0f s", final,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import numpy as np
 
@@ -12,12 +14,14 @@ from fashionlab.data.cache.build import (
     CacheSettings,
     build_cache,
     cache_key,
+    is_remote,
     read_record,
     stored_short_side,
 )
+from fashionlab.data.cache.integrity import verify_local, way_out
 from fashionlab.data.file_dataset import FileImageDataset
 from fashionlab.data.preprocess import Preprocessing
-from fashionlab.errors import DataNotFoundError
+from fashionlab.errors import CacheError, DataNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,7 @@ def prepare_cache(settings: CacheSettings, fingerprint: str, record: Preprocessi
     if found is not None:
         log.info("data cache: reusing %s/%s (%s)", location.rstrip("/"), key,
                  ", ".join(f"{s}={n}" for s, n in found.data["counts"].items()))
+        verify(found)
         return found
     failure: BaseException | None = None
     if builder:
@@ -53,6 +58,21 @@ def prepare_cache(settings: CacheSettings, fingerprint: str, record: Preprocessi
                                 f"first process's error; with several nodes, data.cache.dir must be "
                                 f"a folder every node sees, or an object-store URL)")
     return found
+
+
+def verify(record: CacheRecord) -> None:
+    """Before a run first uses a cache it did not build: a local one is checked whole (allow-list,
+    counts, SHA-256 of every file; CacheError naming the file); a remote one must list its files'
+    hashes, and each split is checked as litdata downloads it (see CachedSplit)."""
+    started = time.perf_counter()
+    if is_remote(record.location):
+        if not isinstance(record.data.get("files"), dict):
+            raise CacheError(f"{record.location.rstrip('/')}/{record.key}/cache.json: holds no SHA-256 "
+                             f"of its files; {way_out(record.location.rstrip('/') + '/' + record.key)}")
+        return
+    verify_local(Path(record.location) / record.key, record.data)
+    log.info("data cache: %s/%s verified (SHA-256 of %d files) in %.1f s", record.location.rstrip("/"),
+             record.key, len(record.data["files"]), time.perf_counter() - started)
 
 
 def positions_after_drops(count: int, bad_positions: list[int]) -> np.ndarray:

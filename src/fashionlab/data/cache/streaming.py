@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +34,10 @@ from litdata.utilities.env import _DistributedEnv
 from torch.utils.data import get_worker_info
 
 from fashionlab.data.array_dataset import label_tensor
-from fashionlab.data.cache.build import decode_jpeg
+from fashionlab.data.cache import litdata_hooks
+from fashionlab.data.cache.build import decode_jpeg, is_remote
+from fashionlab.data.cache.integrity import INDEX, check_file, check_index, way_out
+from fashionlab.errors import CacheError
 
 # litdata logs its disk budget and read mode at INFO each time a loader starts: keep it to warnings.
 for _name in ("litdata.utilities.format", "litdata.streaming.dataset"):
@@ -129,16 +134,37 @@ class CachedSplit(StreamingDataset):
 
     def __init__(self, input_dir: str, image_transform: Callable[..., dict] | None, image_format: str,
                  shuffle: bool, seed: int, storage_options: Mapping[str, Any] | None = None,
-                 cache_dir: str | None = None, index_map: np.ndarray | None = None) -> None:
-        """`index_map`: stored index -> position in the split (when bad files were left out)."""
+                 cache_dir: str | None = None, index_map: np.ndarray | None = None,
+                 files: Mapping[str, str] | None = None, count: int | None = None) -> None:
+        """`index_map`: stored index -> position in the split (when bad files were left out).
+        `files`: {file name: SHA-256} of the split's index and chunks (the record's), `count`: its
+        items. The split's index.json is checked (allow-list, `count`, hash) before litdata reads
+        it; a remote split's files are checked as litdata downloads them (`litdata_hooks`)."""
+        remote = is_remote(input_dir) or input_dir.startswith("local:")
+        advice = way_out(input_dir.rstrip("/").rsplit("/", 1)[0])
+        self._expected = litdata_hooks.Expected(dict(files) if files is not None else None,
+                                                input_dir.rstrip("/"), count, advice)
+        if remote:
+            litdata_hooks.expect(input_dir, self._expected)
+        else:
+            self._check_index(str(Path(input_dir) / INDEX), str(Path(input_dir) / INDEX))
         super().__init__(input_dir, cache_dir=cache_dir, shuffle=shuffle, seed=int(seed),
                          drop_last=False if _DistributedEnv.detect().world_size == 1 else None,
-                         storage_options=dict(storage_options or {}))
+                         storage_options=dict(storage_options or {}),
+                         serializers=litdata_hooks.refusing_serializers())
+        if remote:  # the copy litdata reads (downloaded now, or by an earlier run)
+            self._check_index(os.path.join(self.input_dir.path, INDEX), f"{input_dir.rstrip('/')}/{INDEX}")
         self.image_transform = image_transform
         self.image_format = image_format
         self.index_map = index_map
         # the epoch litdata shuffles by, shared with (persistent) loader workers
         self._shared_epoch = torch.ones((), dtype=torch.int64).share_memory_()
+
+    def _check_index(self, path: str, where: str) -> None:
+        expected = self._expected
+        check_index(path, where, expected.count, expected.way_out)
+        if expected.files is not None:
+            check_file(path, where, expected.files.get(INDEX), expected.way_out)
 
     def _create_shuffler(self, cache: Any) -> Any:
         seed = int((self._state_dict or {}).get("seed", self.seed))
@@ -162,13 +188,20 @@ class CachedSplit(StreamingDataset):
         return super().get_len(num_workers, batch_size)
 
     def __iter__(self) -> CachedSplit:
+        if self.input_dir.url:  # again: a spawned loader worker starts without it
+            litdata_hooks.expect(self.input_dir.url, self._expected)
         self._refresh_distributed_env()
         if self._state_dict is None:
             self.current_epoch = int(self._shared_epoch)
         return super().__iter__()
 
     def __getitem__(self, index: Any) -> Any:
-        item = super().__getitem__(index)
+        try:
+            item = super().__getitem__(index)
+        except RuntimeError as exc:  # litdata re-raises a download thread's error as its cause
+            if isinstance(exc.__cause__, CacheError):
+                raise exc.__cause__ from None
+            raise
         if not isinstance(item, dict) or "image" not in item:
             return item
         image = item["image"]

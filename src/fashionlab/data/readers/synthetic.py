@@ -74,6 +74,6 @@ class SyntheticDataModule(MultiTaskDataModule):
         images, labels = synthetic_arrays(self.distinct, size, self.num_classes, self.seed)
         self.splits = {split: SyntheticDataset(images, labels, self.lengths[split]) for split in SPLITS}
 
-    def fingerprint_items(self, digest: Any, dataset: Dataset) -> None:
+    def fingerprint_items(self, digest: Any, dataset: Dataset, legacy: bool = False) -> None:
         """The arrays are a function of their shape and seed: hash those, not 600 MB of pixels."""
         digest.update(f"{dataset.images.shape}:{self.seed}:{len(dataset)}".encode())

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from fashionlab.data.file_hashes import content_hashes
 from fashionlab.data.images import check_images
-from fashionlab.data.table.frame import ABS_PATH, AUTO, FILE_KEY, REL_PATH, ImageTable
+from fashionlab.data.table.frame import ABS_PATH, AUTO, FILE_KEY, LEGACY_FILE_KEY, REL_PATH, ImageTable
 from fashionlab.errors import BadImageError, DataFormatError
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,9 @@ def check_known_classes(table: ImageTable) -> None:
 def check_files(table: ImageTable, mode: str, on_bad_image: str, workers: int | None
                 ) -> tuple[ImageTable, list[dict[str, str]]]:
     """Each file checked (`mode`: header, full or exists); bad ones stop the build or, with
-    `on_bad_image=skip`, are left out and listed. Adds `file_key` (size and quick hash)."""
+    `on_bad_image=skip`, are left out and listed. Adds `file_key` of each good file: its size and
+    the SHA-256 of its content (`fashionlab.data.file_hashes`: every byte read once, then only
+    when its stat changes), so the data fingerprint sees any change of content."""
     frame = table.frame
     paths = frame[ABS_PATH].tolist()
     if mode == "exists":
@@ -62,9 +65,11 @@ def check_files(table: ImageTable, mode: str, on_bad_image: str, workers: int | 
             except OSError:
                 infos.append(None)
                 errors.append(BadImageError(p, "file not found"))
+        legacy = list(infos)
     else:
         checked, errors = check_images(paths, full=mode == "full", workers=workers)
-        infos = [f"{i.size}:{i.quick_hash}" if i else None for i in checked]
+        infos = [str(i.size) if i else None for i in checked]
+        legacy = [f"{i.size}:{i.quick_hash}" if i else None for i in checked]
     bad = [i for i, e in enumerate(errors) if e is not None]
     skipped = [{"path": frame.at[i, REL_PATH], "source": table.source(i),
                 "reason": errors[i].reason} for i in bad]
@@ -78,7 +83,16 @@ def check_files(table: ImageTable, mode: str, on_bad_image: str, workers: int | 
     if bad:
         log.warning("skipped %d bad image file(s) of %d (data.on_bad_image=skip), e.g. %s: %s",
                     len(bad), len(frame), skipped[0]["path"], skipped[0]["reason"])
+    good_rows = [i for i, e in enumerate(errors) if e is None]
+    try:
+        hashes, _ = content_hashes([paths[i] for i in good_rows], table.root, workers=workers)
+    except OSError as exc:
+        raise BadImageError(getattr(exc, "filename", None) or "a data file",
+                            f"cannot read file ({exc.strerror or exc})") from None
     frame = frame.copy()
+    frame[LEGACY_FILE_KEY] = legacy  # what checkpoints written before hashed (datamodule.FINGERPRINT_KIND)
+    for i, digest in zip(good_rows, hashes, strict=True):
+        infos[i] = f"{infos[i]}:{digest}"
     frame[FILE_KEY] = infos
     good = np.array([e is None for e in errors], dtype=bool)
     return table.with_frame(frame[good]), skipped

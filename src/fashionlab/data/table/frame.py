@@ -18,6 +18,8 @@ PATH, SPLIT, ID, SOURCE = "path", "split", "id", "source"
 BOX = "box"
 # Columns the steps add.
 ABS_PATH, REL_PATH, FILE_KEY = "abs_path", "rel_path", "file_key"
+#: What checkpoints written before content hashes fingerprinted a file by (size, quick hash).
+LEGACY_FILE_KEY = "legacy_file_key"
 
 AUTO = "auto"
 
