@@ -4,6 +4,7 @@ pytorch-metric-learning's AccuracyCalculator, catalogue search, manifest and che
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import faiss
@@ -224,12 +225,13 @@ def test_cli(tiny_run, tmp_path):
     result = run_script("evaluate.py", f"ckpt_path={missing}", f"paths.log_dir={tmp_path / 'logs'}")
     assert result.returncode != 0
     assert f"checkpoint not found: {missing}" in result.stderr
-    ckpt = tiny_run / "checkpoints" / "best.ckpt"
-    before = set((tiny_run / "eval").iterdir()) if (tiny_run / "eval").is_dir() else set()
+    # a copy: the shared tiny run is read-only (other xdist workers read it meanwhile)
+    run = shutil.copytree(tiny_run, tmp_path / "run", ignore=shutil.ignore_patterns("eval", "wandb"))
+    ckpt = run / "checkpoints" / "best.ckpt"
     result = run_script("evaluate.py", f"ckpt_path={ckpt}", "index=ivf_pq", "gallery=train", "query=test",
                         "retrieval.k=20", "wandb.log=false")
     assert result.returncode == 0, result.stderr[-3000:]
-    folders = sorted(set((tiny_run / "eval").iterdir()) - before)
+    folders = sorted((run / "eval").iterdir())
     assert len(folders) == 1, "evaluate.py writes next to the checkpoint's run, in eval/<date>_<time>"
     report = json.loads((folders[0] / "report.json").read_text())
     assert report["index"]["type"] == "ivf_pq" and report["index"]["factory"].startswith("IVF")
