@@ -19,7 +19,7 @@ from fashionlab.experiments.compare import load_comparison
 from fashionlab.experiments.record import record
 from fashionlab.resolvers import multirun_group
 
-from conftest import ROOT, run_script, tiny_overrides
+from conftest import ROOT, run_entry, tiny_overrides
 
 # Its module-scoped trained fixture is built once: its tests stay on one xdist worker.
 pytestmark = pytest.mark.xdist_group("test_compare")
@@ -185,9 +185,9 @@ def real_multirun(fmnist_dir, tmp_path_factory) -> Path:
     """`train.py -m` of two tiny runs (W&B offline), as a user runs it."""
     folder = tmp_path_factory.mktemp("real") / "multi-2024"
     overrides = [o for o in tiny_overrides(fmnist_dir, folder) if not o.startswith(("hydra.", "logger="))]
-    proc = run_script("train.py", "-m", *overrides, "logger=wandb", "callbacks.progress_bar=null",
-                      "data.image_size=32", "trainer.limit_train_batches=2", "backbone.pretrained=false",
-                      "optimizer.lr=0.01,0.002", f"hydra.sweep.dir={folder}")
+    proc = run_entry("train.py", "-m", *overrides, "logger=wandb", "callbacks.progress_bar=null",
+                     "data.image_size=32", "trainer.limit_train_batches=2", "backbone.pretrained=false",
+                     "optimizer.lr=0.01,0.002", f"hydra.sweep.dir={folder}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return folder
 

@@ -17,7 +17,7 @@ from fixtures_runs import compose_config, evaluate_run
 
 from fashionlab.errors import DataChangedError, FashionlabError, ManifestMismatchError
 
-from conftest import run_script, tiny_overrides
+from conftest import run_entry, tiny_overrides
 
 # Its module-scoped trained fixture is built once: its tests stay on one xdist worker.
 pytestmark = pytest.mark.xdist_group("test_eval_data")
@@ -176,8 +176,8 @@ def test_old_checkpoint_without_identity_is_evaluated_with_a_warning(folder_run,
 def test_cli_refusal_is_one_line(folder_run, tmp_path):
     _, run = folder_run
     two = write_folder(tmp_path / "two", CLASSES[1:])
-    result = run_script("evaluate.py", f"ckpt_path={run / 'checkpoints' / 'best.ckpt'}", f"data.root={two}",
-                        f"hydra.run.dir={tmp_path / 'out'}", *EVAL_FAST, timeout=300)
+    result = run_entry("evaluate.py", f"ckpt_path={run / 'checkpoints' / 'best.ckpt'}", f"data.root={two}",
+                       f"hydra.run.dir={tmp_path / 'out'}", *EVAL_FAST)
     assert result.returncode != 0
     assert "data.allow_changed=true" in result.stderr
 

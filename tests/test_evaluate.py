@@ -25,7 +25,7 @@ from fashionlab.inference.checkpoint import load_checkpoint
 from fashionlab.inference.embed import extract
 from fashionlab.retrieval.catalogue import Catalogue
 
-from conftest import run_script
+from conftest import run_entry
 
 # Every test here uses the session's tiny trained run.
 pytestmark = pytest.mark.slow
@@ -222,14 +222,14 @@ def test_bad_checkpoints_give_clear_errors(tmp_path, tiny_run):
 
 def test_cli(tiny_run, tmp_path):
     missing = tmp_path / "runs" / "x" / "checkpoints" / "best.ckpt"
-    result = run_script("evaluate.py", f"ckpt_path={missing}", f"paths.log_dir={tmp_path / 'logs'}")
+    result = run_entry("evaluate.py", f"ckpt_path={missing}", f"paths.log_dir={tmp_path / 'logs'}")
     assert result.returncode != 0
     assert f"checkpoint not found: {missing}" in result.stderr
     # a copy: the shared tiny run is read-only (other xdist workers read it meanwhile)
     run = shutil.copytree(tiny_run, tmp_path / "run", ignore=shutil.ignore_patterns("eval", "wandb"))
     ckpt = run / "checkpoints" / "best.ckpt"
-    result = run_script("evaluate.py", f"ckpt_path={ckpt}", "index=ivf_pq", "gallery=train", "query=test",
-                        "retrieval.k=20", "wandb.log=false")
+    result = run_entry("evaluate.py", f"ckpt_path={ckpt}", "index=ivf_pq", "gallery=train", "query=test",
+                       "retrieval.k=20", "wandb.log=false")
     assert result.returncode == 0, result.stderr[-3000:]
     folders = sorted((run / "eval").iterdir())
     assert len(folders) == 1, "evaluate.py writes next to the checkpoint's run, in eval/<date>_<time>"

@@ -15,7 +15,7 @@ from fashionlab.errors import ConfigError
 from fashionlab.evaluation.run import eval_dir_for
 from fashionlab.training.run import train
 
-from conftest import run_script, start_script, tiny_overrides
+from conftest import run_entry, start_script, tiny_overrides
 
 STAMP = re.compile(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_[0-9a-f]{6}")
 
@@ -74,7 +74,7 @@ def test_cli_refuses_an_explicit_non_empty_run_dir(fmnist_dir, tmp_path):
     (out / ".hydra").mkdir(parents=True)
     (out / ".hydra" / "config.yaml").write_text("original: true\n")
     (out / "metrics.json").write_text("{}")
-    result = run_script("train.py", *tiny_overrides(fmnist_dir, out))
+    result = run_entry("train.py", *tiny_overrides(fmnist_dir, out))
     assert result.returncode != 0
     assert "already holds" in result.stderr
     assert (out / ".hydra" / "config.yaml").read_text() == "original: true\n"

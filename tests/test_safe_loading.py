@@ -22,7 +22,7 @@ from fashionlab.config_safety import check_targets, safe_instantiate
 from fashionlab.errors import CheckpointError, FashionlabError, UnsafeConfigError
 from fashionlab.inference.checkpoint import load_checkpoint
 
-from conftest import CONF, run_script, tiny_overrides
+from conftest import CONF, run_entry, run_script, tiny_overrides
 
 
 def poison(node: Any, made: Path, key: str = "") -> Any:
@@ -155,8 +155,8 @@ def test_evaluate_refuses_hostile_checkpoint(hostile_ckpt, tmp_path, made):
 
 @pytest.mark.slow
 def test_evaluate_script_refuses_hostile_checkpoint(hostile_ckpt, tmp_path, made):
-    result = run_script("evaluate.py", f"ckpt_path={hostile_ckpt}", f"hydra.run.dir={tmp_path / 'out'}",
-                        "progress=false", "wandb.log=false", timeout=300)
+    result = run_entry("evaluate.py", f"ckpt_path={hostile_ckpt}", f"hydra.run.dir={tmp_path / 'out'}",
+                       "progress=false", "wandb.log=false")
     assert result.returncode != 0
     assert "optimizer._target_" in result.stderr, result.stderr[-2000:]
     assert not made.exists()
@@ -322,7 +322,7 @@ def test_train_refuses_a_resume_url(fmnist_dir, tmp_path):
 @pytest.mark.slow
 def test_resume_refuses_hostile_checkpoint(hostile_ckpt, made):
     """train.py ckpt_path=... resumes with the checkpoint's own config: it is checked first."""
-    proc = run_script("train.py", f"ckpt_path={hostile_ckpt}", "logger=none", timeout=300)
+    proc = run_entry("train.py", f"ckpt_path={hostile_ckpt}", "logger=none")
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "optimizer._target_" in proc.stderr and "os.makedirs" in proc.stderr
     assert not made.exists()

@@ -22,7 +22,7 @@ from fashionlab.sweep.objective import compose_train_config
 from fashionlab.sweep.run import run_sweep
 from fashionlab.sweep.space import check_space
 
-from conftest import CONF, run_script, start_script, tiny_overrides
+from conftest import CONF, run_entry, start_script, tiny_overrides
 
 PG_BINS = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
 
@@ -110,8 +110,8 @@ def test_sweep_writes_report_and_best_yaml_trains(sweep_cfg, fmnist_dir, tmp_pat
     (config_dir / "experiment").mkdir(parents=True)
     shutil.copy(sweep_dir / "best.yaml", config_dir / "experiment" / "best.yaml")
     run_dir = tmp_path / "best_run"
-    proc = run_script("train.py", "--config-dir", str(config_dir), "experiment=best",
-                      *trial_overrides(fmnist_dir), "backbone.pretrained=false", f"hydra.run.dir={run_dir}")
+    proc = run_entry("train.py", "--config-dir", str(config_dir), "experiment=best",
+                     *trial_overrides(fmnist_dir), "backbone.pretrained=false", f"hydra.run.dir={run_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (run_dir / "metrics.json").is_file()
     composed = OmegaConf.load(run_dir / ".hydra" / "config.yaml")

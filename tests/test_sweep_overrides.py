@@ -15,7 +15,7 @@ from fashionlab.experiments.record import run_commands
 from fashionlab.sweep.argv import split_argv
 from fashionlab.sweep.run import run_sweep
 
-from conftest import run_script, tiny_overrides
+from conftest import run_entry, tiny_overrides
 
 
 @pytest.mark.parametrize(("argv", "sweep", "train"), [
@@ -62,9 +62,9 @@ def tiny_train_overrides(data_root: Path) -> list[str]:
 def test_sweep_applies_command_line_train_overrides_to_every_trial(fmnist_dir, tmp_path):
     sweep_dir = tmp_path / "sweep"
     train = tiny_train_overrides(fmnist_dir)
-    proc = run_script("sweep.py", "search_space=lr", "sweep.n_trials=2", "sweep.pruner=none",
-                      "sweep.heartbeat_interval=null", "sweep.study_name=cli", f"hydra.run.dir={sweep_dir}",
-                      *train, timeout=300)
+    proc = run_entry("sweep.py", "search_space=lr", "sweep.n_trials=2", "sweep.pruner=none",
+                     "sweep.heartbeat_interval=null", "sweep.study_name=cli", f"hydra.run.dir={sweep_dir}",
+                     *train)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     for number in (0, 1):
@@ -97,8 +97,8 @@ def test_sweep_applies_command_line_train_overrides_to_every_trial(fmnist_dir, t
 @pytest.mark.slow
 def test_unknown_train_option_is_one_line_before_any_trial(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    proc = run_script("sweep.py", "search_space=lr", "data=fashion_nope", "trainer.max_epochs=1",
-                      f"hydra.run.dir={sweep_dir}", timeout=300)
+    proc = run_entry("sweep.py", "search_space=lr", "data=fashion_nope", "trainer.max_epochs=1",
+                     f"hydra.run.dir={sweep_dir}")
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, lines

@@ -21,7 +21,7 @@ from fashionlab.training.run import (
     train,
 )
 
-from conftest import SYSTEM_FMNIST, run_script, tiny_overrides
+from conftest import SYSTEM_FMNIST, run_entry, run_script, tiny_overrides
 
 METRIC_NAMES = [f"{stage}/{task}/{metric}" for stage in ("val", "test")
                 for task in ("article", "category") for metric in ("acc", "f1_macro", "f1_weighted")]
@@ -192,8 +192,8 @@ def assert_hparams_dashboard(log_dir: Path, metrics: dict) -> None:
 @pytest.mark.slow
 def test_multirun(fmnist_dir, tmp_path):
     overrides = [o for o in tiny_overrides(fmnist_dir, tmp_path) if not o.startswith("hydra.")]
-    result = run_script("train.py", "-m", *overrides, "seed=1,2",
-                        f"hydra.sweep.dir={tmp_path / 'multi'}")
+    result = run_entry("train.py", "-m", *overrides, "seed=1,2",
+                       f"hydra.sweep.dir={tmp_path / 'multi'}")
     assert result.returncode == 0, result.stderr[-3000:]
     runs = sorted((tmp_path / "multi").glob("*/metrics.json"))
     assert len(runs) == 2
