@@ -2,8 +2,8 @@
 result and the final line in their documented form (no timing is asserted)."""
 
 import json
-import sys
 import re
+import sys
 
 import pytest
 
