@@ -4,7 +4,6 @@ fashionlab.recommend and fashionlab.experiments."""
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -272,7 +271,7 @@ def _outfit(args, cfg) -> None:
 
 
 def _app(args, cfg) -> None:
-    from fashionlab.recommend.webapp import streamlit_command
+    from fashionlab.recommend.webapp import run_server, streamlit_command
     from fashionlab.retrieval.manifest import read_manifest
 
     read_manifest(args.index)
@@ -280,7 +279,7 @@ def _app(args, cfg) -> None:
         args.index, args.ckpt, args.config, args.set, args.port, float(cfg.app.max_upload_mb),
         host=args.host,
     )
-    raise SystemExit(subprocess.call(command))
+    run_server(command)
 
 
 def _compare(args) -> None:

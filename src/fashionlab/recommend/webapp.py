@@ -3,17 +3,24 @@
 An upload is refused with a message naming it when it is larger than `app.max_upload_mb`, has more
 pixels than `app.max_megapixels` (checked from the header, before decoding), or is not a JPEG,
 PNG, WebP, BMP, GIF or TIFF image whatever its name says. The server listens on 127.0.0.1 unless
-told another address (`fashionlab app --host`)."""
+told another address (`fashionlab app --host`), shows no developer toolbar (no Deploy button),
+and the page names files relative to their catalogue folder, never by absolute local path.
+`fashionlab app` becomes the server process (exec), so stopping it stops the server."""
 
 from __future__ import annotations
 
 import io
 import math
+import os
+import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
+import pandas as pd
 
 from fashionlab.data.images import TooManyPixelsError, load_rgb
 from fashionlab.errors import BadImageError, FashionlabError
@@ -90,6 +97,8 @@ def streamlit_command(
         str(max(1, math.ceil(max_upload_mb))),
         "--server.address",
         host,
+        "--client.toolbarMode",
+        "minimal",
     ]
     if port:
         command += ["--server.port", str(port)]
@@ -101,3 +110,41 @@ def streamlit_command(
     for item in overrides:
         command += ["--set", item]
     return command
+
+
+def run_server(command: Sequence[str]) -> NoReturn:
+    """Replace this process by the Streamlit server (POSIX exec): `kill <pid>`, Ctrl-C or a job
+    scheduler's SIGTERM sent to `fashionlab app` reach the server itself, and no orphan keeps the
+    port. Elsewhere, run it as a child and wait."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.name == "posix":
+        os.execv(command[0], list(command))
+    raise SystemExit(subprocess.call(list(command)))
+
+
+def relative_paths(paths: pd.Series) -> pd.Series:
+    """Absolute file paths shown relative to their common folder (`shirt/img001.jpg`); other
+    entries (e.g. `train[12]`) as they are."""
+    absolute = [p for p in paths if isinstance(p, str) and os.path.isabs(p)]
+    if not absolute:
+        return paths
+    try:
+        base = os.path.commonpath(absolute)
+    except ValueError:  # e.g. different drives
+        base = ""
+    if base in absolute:  # one file (or all the same): its folder
+        base = os.path.dirname(base)
+    return paths.map(lambda p: (os.path.relpath(p, base) if base else Path(p).name)
+                     if isinstance(p, str) and os.path.isabs(p) else p)
+
+
+def public_text(text: str, folders: Sequence[str | Path]) -> str:
+    """A message for the page: each of `folders` (as given and resolved) by its name, the home
+    folder as `~`."""
+    for folder in folders:
+        for form in sorted({str(folder), str(Path(folder).resolve())}, key=len, reverse=True):
+            if os.path.isabs(form):
+                text = text.replace(form, Path(form).name)
+    home = str(Path.home())
+    return text.replace(home + os.sep, "~" + os.sep) if len(home) > 1 else text
