@@ -29,7 +29,7 @@ from fashionlab.cli import main
 from fashionlab.recommend.catalogue_io import open_index
 from fashionlab.recommend.outfit import kmeans
 from fashionlab.recommend.profile import build_profile
-from fashionlab.recommend.webapp import UploadError, read_upload
+from fashionlab.recommend.webapp import UploadError, public_text, read_upload, relative_paths
 from fashionlab.retrieval.catalogue import Catalogue
 
 from conftest import ROOT, run_script
@@ -348,6 +348,16 @@ def test_upload_validation(rec, tmp_path):
         read_upload("notes.txt", b"hello, not an image", 2**20)
 
 
+def test_app_shows_paths_relative_to_the_catalogue_folder(tmp_path):
+    table = pd.DataFrame({"path": [str(tmp_path / "photos" / "shirt" / "a.jpg"),
+                                   str(tmp_path / "photos" / "bag" / "b.png"), "train[12]"]})
+    assert relative_paths(table["path"]).tolist() == ["shirt/a.jpg", "bag/b.png", "train[12]"]
+    assert relative_paths(table["path"][:1]).tolist() == ["a.jpg"]
+    message = f"checkpoint {tmp_path}/run/best.ckpt named by {tmp_path}/eval/manifest.json does not exist"
+    assert public_text(message, [tmp_path / "eval"]) == (
+        f"checkpoint {tmp_path}/run/best.ckpt named by eval/manifest.json does not exist")
+
+
 @pytest.mark.browser
 def test_app_in_headless_chromium(rec, browser, tmp_path):
     from selenium.webdriver.common.by import By
@@ -359,6 +369,11 @@ def test_app_in_headless_chromium(rec, browser, tmp_path):
         upload = wait_for(
             lambda: browser.find_elements(By.CSS_SELECTOR, "input[type=file]"), 90, "the uploader"
         )
+        # a demo page: no developer toolbar (Deploy button), the index by name, no local paths
+        page = browser.find_element(By.TAG_NAME, "body").text
+        assert not browser.find_elements(By.CSS_SELECTOR, "[data-testid=stAppDeployButton]")
+        assert "Deploy" not in page
+        assert f"catalogue: {rec.eval_dir.name}," in page and str(rec.eval_dir.parent) not in page
         query = plain_pngs(rec)[2]
         upload[0].send_keys(query)
         _, predictor = open_index(rec.eval_dir)
@@ -376,6 +391,7 @@ def test_app_in_headless_chromium(rec, browser, tmp_path):
         assert len(results) == 6
         loaded = "return [...arguments[0]].every(i => i.complete && i.naturalWidth > 0)"
         wait_for(lambda: browser.execute_script(loaded, results), 30, "the result images to load")
+        assert str(rec.eval_dir.parent) not in browser.find_element(By.TAG_NAME, "body").text
         browser.save_screenshot(str(ARTIFACTS / "recommend_app.png"))
 
         # an oversized upload and a non-image get a message, not a traceback
