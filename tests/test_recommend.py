@@ -4,7 +4,9 @@ and the Streamlit demo in a real headless Chromium."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -346,6 +348,28 @@ def test_upload_validation(rec, tmp_path):
         read_upload("a.png", data, len(data) - 1)
     with pytest.raises(UploadError, match=r"notes\.txt is not a readable image"):
         read_upload("notes.txt", b"hello, not an image", 2**20)
+
+
+def test_index_may_be_a_run_folder(tiny_eval_dir, tmp_path, capsys):
+    """`--index <run folder>`: the newest evaluation in its eval/, named in one line on stderr."""
+    run = tmp_path / "run"
+    older = shutil.copytree(tiny_eval_dir, run / "eval" / "2026-01-02_10-00-00", ignore=skip_wandb)
+    newer = shutil.copytree(tiny_eval_dir, run / "eval" / "2026-01-01_09-00-00", ignore=skip_wandb)
+    os.utime(older / "manifest.json", (1e9, 1e9))  # the manifest's time decides, not the name
+    code, out, err = cli("similar", "--index", run, "--random", "--seed", 1, "-k", 3, capsys=capsys)
+    assert code == 0, err
+    assert err.strip() == f"index: {newer} (the newest of 2 evaluation(s) in {run / 'eval'})"
+    assert len(result_ids(out)) == 3
+    code, _, err = cli("similar", "--index", tmp_path / "empty_run", "--random", capsys=capsys)
+    assert code == 2 and "not an evaluation directory" in err
+    shutil.rmtree(run / "eval")
+    (run / "eval").mkdir()
+    code, _, err = cli("similar", "--index", run, "--random", capsys=capsys)
+    assert code == 2 and f"holds no evaluation in {run / 'eval'}" in err and "evaluate.py" in err
+
+
+def skip_wandb(folder: str, names: list[str]) -> list[str]:
+    return [n for n in names if n == "wandb"]
 
 
 def test_app_shows_paths_relative_to_the_catalogue_folder(tmp_path):

@@ -15,6 +15,9 @@ from fashionlab.entrypoint import error_message
 from fashionlab.errors import FashionlabError
 from fashionlab.fileio import write_json
 
+INDEX_HELP = ("evaluation directory (evaluate.py), or a training run folder: the newest evaluation in "
+              "its eval/")
+
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="settings file (default: conf/recommend/default.yaml)")
@@ -43,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("similar", help="catalogue items most similar to an image")
     p.add_argument("query", nargs="?")
-    p.add_argument("--index", required=True, help="evaluation directory (evaluate.py)")
+    p.add_argument("--index", required=True, help=INDEX_HELP)
     p.add_argument("--ckpt", help="checkpoint for the query (default: the one in the index's manifest)")
     p.add_argument("--random", action="store_true", help="a random catalogue item as the query")
     p.add_argument("--seed", type=int)
@@ -54,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("profile", help="rank the catalogue against the style of several images")
     p.add_argument("images", nargs="+")
-    p.add_argument("--index", required=True)
+    p.add_argument("--index", required=True, help=INDEX_HELP)
     p.add_argument("--ckpt")
     p.add_argument("-k", type=int)
     p.add_argument("--weights", nargs=2, type=float, metavar=("ATTRIBUTES", "EMBEDDING"))
@@ -71,13 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("outfit", help="face images -> style -> catalogue items of that style")
     p.add_argument("faces", nargs="+", help="face image files or folders")
     p.add_argument("--style-ckpt", required=True)
-    p.add_argument("--index", required=True)
+    p.add_argument("--index", required=True, help=INDEX_HELP)
     p.add_argument("--items", type=int, help="items per face")
     p.add_argument("--style-task")
     p.add_argument("-o", "--output", help="text file, one line per face (default: stdout)")
 
     p = sub.add_parser("app", help="start the Streamlit demo")
-    p.add_argument("--index", required=True)
+    p.add_argument("--index", required=True, help=INDEX_HELP)
     p.add_argument("--ckpt")
     p.add_argument("--port", type=int)
     p.add_argument("--host", default="127.0.0.1",
@@ -303,6 +306,17 @@ def _record(args) -> None:
     print(f"experiment recorded -> {out / 'README.md'}")
 
 
+def _index_folder(index: str) -> str:
+    """`--index` as given, or the newest evaluation inside a run folder's eval/ (said on stderr)."""
+    from fashionlab.recommend.catalogue_io import find_index
+
+    folder, found = find_index(index)
+    if found:
+        print(f"index: {folder} (the newest of {len(found)} evaluation(s) in {Path(index) / 'eval'})",
+              file=sys.stderr)
+    return str(folder)
+
+
 def _report_skipped(skipped: list[Path]) -> None:
     for folder in skipped:
         print(f"skipped (no metrics.json): {folder}", file=sys.stderr)
@@ -329,6 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from fashionlab.recommend.config import load_config
 
         cfg = load_config(args.config, args.set)
+        if getattr(args, "index", None):
+            args.index = _index_folder(args.index)
         COMMANDS[args.command](args, cfg)
     except FashionlabError as err:
         print(f"fashionlab {args.command}: error: {error_message(err)}", file=sys.stderr)
