@@ -31,7 +31,13 @@ from fashionlab.cli import main
 from fashionlab.recommend.catalogue_io import open_index
 from fashionlab.recommend.outfit import kmeans
 from fashionlab.recommend.profile import build_profile
-from fashionlab.recommend.webapp import UploadError, public_text, read_upload, relative_paths
+from fashionlab.recommend.webapp import (
+    UploadError,
+    common_folder,
+    public_text,
+    read_upload,
+    relative_paths,
+)
 from fashionlab.retrieval.catalogue import Catalogue
 
 from conftest import ROOT, run_script
@@ -373,10 +379,13 @@ def skip_wandb(folder: str, names: list[str]) -> list[str]:
 
 
 def test_app_shows_paths_relative_to_the_catalogue_folder(tmp_path):
-    table = pd.DataFrame({"path": [str(tmp_path / "photos" / "shirt" / "a.jpg"),
-                                   str(tmp_path / "photos" / "bag" / "b.png"), "train[12]"]})
-    assert relative_paths(table["path"]).tolist() == ["shirt/a.jpg", "bag/b.png", "train[12]"]
-    assert relative_paths(table["path"][:1]).tolist() == ["a.jpg"]
+    photos = tmp_path / "photos"
+    gallery = pd.Series([str(photos / "shirt" / "a.jpg"), str(photos / "bag" / "b.png"), "train[12]"])
+    assert common_folder(gallery) == str(photos)
+    assert relative_paths(gallery).tolist() == ["shirt/a.jpg", "bag/b.png", "train[12]"]
+    # results from one class folder keep it: paths are relative to the whole catalogue's folder
+    assert relative_paths(gallery[:1], common_folder(gallery)).tolist() == ["shirt/a.jpg"]
+    assert relative_paths(pd.Series([str(tmp_path / "x.jpg")]), str(photos)).tolist() == ["x.jpg"]
     message = f"checkpoint {tmp_path}/run/best.ckpt named by {tmp_path}/eval/manifest.json does not exist"
     assert public_text(message, [tmp_path / "eval"]) == (
         f"checkpoint {tmp_path}/run/best.ckpt named by eval/manifest.json does not exist")

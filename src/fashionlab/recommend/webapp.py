@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -123,20 +123,30 @@ def run_server(command: Sequence[str]) -> NoReturn:
     raise SystemExit(subprocess.call(list(command)))
 
 
-def relative_paths(paths: pd.Series) -> pd.Series:
-    """Absolute file paths shown relative to their common folder (`shirt/img001.jpg`); other
-    entries (e.g. `train[12]`) as they are."""
+def common_folder(paths: Iterable[object]) -> str:
+    """The deepest folder holding every absolute path among `paths` ("" when there is none)."""
     absolute = [p for p in paths if isinstance(p, str) and os.path.isabs(p)]
     if not absolute:
-        return paths
+        return ""
     try:
         base = os.path.commonpath(absolute)
     except ValueError:  # e.g. different drives
-        base = ""
-    if base in absolute:  # one file (or all the same): its folder
-        base = os.path.dirname(base)
-    return paths.map(lambda p: (os.path.relpath(p, base) if base else Path(p).name)
-                     if isinstance(p, str) and os.path.isabs(p) else p)
+        return ""
+    return os.path.dirname(base) if base in absolute else base  # one file (or all the same): its folder
+
+
+def relative_paths(paths: pd.Series, base: str | None = None) -> pd.Series:
+    """Absolute file paths shown relative to `base` (default: their common folder), e.g.
+    `shirt/img001.jpg`; by name when outside it; other entries (e.g. `train[12]`) as they are."""
+    base = common_folder(paths) if base is None else base
+
+    def shown(p: object) -> object:
+        if not (isinstance(p, str) and os.path.isabs(p)):
+            return p
+        inside = base and os.path.commonpath([base, p]) == base
+        return os.path.relpath(p, base) if inside else Path(p).name
+
+    return paths.map(shown)
 
 
 def public_text(text: str, folders: Sequence[str | Path]) -> str:

@@ -15,7 +15,7 @@ from fashionlab.recommend.catalogue_io import open_index
 from fashionlab.recommend.config import load_config
 from fashionlab.recommend.profile import build_profile, rank_catalogue
 from fashionlab.recommend.similar import similar_to_image
-from fashionlab.recommend.webapp import UploadError, public_text, read_upload, relative_paths
+from fashionlab.recommend.webapp import UploadError, common_folder, public_text, read_upload, relative_paths
 
 COLUMNS = 5
 
@@ -32,6 +32,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 @st.cache_resource(show_spinner="Loading the model and the catalogue...")
 def load(index: str, ckpt: str | None, batch_size: int):
     return open_index(index, ckpt, batch_size=batch_size)
+
+
+@st.cache_data(show_spinner=False)
+def image_folder(index: str, ckpt: str | None, batch_size: int) -> str:
+    """The catalogue's image folder: result paths are shown relative to it."""
+    gallery = load(index, ckpt, batch_size)[0].gallery
+    return common_folder(gallery["path"]) if "path" in gallery else ""
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
@@ -54,7 +61,8 @@ def show_results(args, batch_size: int, table: pd.DataFrame, second: str | None)
                 item_image(args.index, args.ckpt, batch_size, int(row["id"])), caption=caption, width=120
             )
     if "path" in table:
-        table = table.assign(path=relative_paths(table["path"]))
+        base = image_folder(args.index, args.ckpt, batch_size)
+        table = table.assign(path=relative_paths(table["path"], base))
     st.dataframe(table, hide_index=True)
 
 
