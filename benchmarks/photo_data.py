@@ -15,6 +15,7 @@ full-size grain from a seeded tile is added; well under 0.1 s per 1800x2400 imag
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 from pathlib import Path
@@ -210,3 +211,58 @@ def photos_present(root: str | Path, n: int, size: tuple[int, int] = (1800, 2400
     except (OSError, ValueError):
         return False
     return all((root / "images" / f"{10000 + i}.jpg").is_file() for i in range(int(n)))
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 1800x2400") from None
+    if width < 16 or height < 16:
+        raise argparse.ArgumentTypeError(f"{text}: each side must be at least 16 pixels")
+    return width, height
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/photo_data.py",
+        description="Write photo-like product JPEGs in the Kaggle Fashion Product Images layout "
+        "(OUT/styles.csv, OUT/images/<id>.jpg; train with data=fashion_products data.root=OUT), "
+        "or with --class-folders one folder per articleType (data=image_folder data.root=OUT).")
+    parser.add_argument("out", help="folder to write into (created)")
+    parser.add_argument("-n", type=int, default=100, help="number of photos (default 100)")
+    parser.add_argument("--size", type=_size, default=(1800, 2400), metavar="WIDTHxHEIGHT",
+                        help="image size (default 1800x2400, the full Kaggle version's)")
+    parser.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--class-folders", action="store_true",
+                        help="OUT/<articleType>/<id>.jpg instead of the Kaggle layout")
+    args = parser.parse_args(argv)
+    if args.n < 1:
+        parser.error(f"-n {args.n}: at least one photo")
+    out = Path(args.out)
+    if args.class_folders:
+        written = write_class_folders(out, args.n, args.size, args.quality, args.seed)
+    else:
+        write_kaggle_photos(out, args.n, args.size, args.quality, args.seed)
+        written = args.n
+    print(f"{written} photos ({args.size[0]}x{args.size[1]}, quality {args.quality}) -> {out}")
+
+
+def write_class_folders(root: str | Path, n: int, size: tuple[int, int] = (1800, 2400),
+                        quality: int = 90, seed: int = 0) -> int:
+    """The same photos as `write_kaggle_photos`, as `root/<articleType>/<id>.jpg` (the layout of
+    `data=image_folder`); returns the number written."""
+    root = Path(root)
+    noise = grain(seed, size)
+    for i in range(int(n)):
+        rng = np.random.default_rng([seed, i])
+        labels = _labels(rng, 10000 + i)
+        folder = root / labels["articleType"].replace(" ", "_")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(photo(rng, labels, size, noise)).save(folder / f"{labels['id']}.jpg", quality=quality)
+    return int(n)
+
+
+if __name__ == "__main__":
+    main()

@@ -76,10 +76,11 @@ def test_items_are_dealt_once_or_padded_to_equal_shares(n, world, workers, batch
         assert batches == [math.ceil(len(r) / batch) for r in ranks]
 
 
-def test_build_once_reuse_and_rebuild(folder, tmp_path, caplog):
+def test_build_once_reuse_and_rebuild(folder, tmp_path, caplog, capsys):
     cache = tmp_path / "cache"
     dm = image_table(folder, cache)
     dm.setup()
+    assert "lightning.ai" not in capsys.readouterr().out  # litdata's advertisement, once per split
     (key,) = keys(cache)
     record = json.loads((cache / key / RECORD).read_text())
     assert record["counts"] == {"train": 19, "val": 5, "test": 5}

@@ -221,3 +221,24 @@ def test_fashion_mnist_identity_uses_source_indices(fmnist_dir, tmp_path):
     other.load_state_dict(state)
     assert other.recorded_identity == identity
     assert datamodule.splits["val"].item_info(0)["id"] == val[0]
+
+
+@pytest.mark.slow
+def test_flat_model_predict_and_wardrobe_name_the_task(folder_run, tmp_path, capsys):
+    """A model without a task hierarchy (image_folder's one task `label`): predict has no empty
+    full_label column, and the wardrobe table is headed by the task's name."""
+    from fashionlab.cli import main
+
+    data, run = folder_run
+    ckpt = str(run / "checkpoints" / "best.ckpt")
+    assert main(["predict", str(data), "--ckpt", ckpt, "-o", str(tmp_path / "p.csv"), "--quiet"]) == 0
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert list(table.columns) == ["path", "error", "label", "label_prob"]
+    capsys.readouterr()
+    assert main(["predict", str(data), "--ckpt", ckpt, "--quiet"]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.split("\t")[1].startswith("label="), line
+    assert main(["wardrobe", str(data), "--ckpt", ckpt, "--quiet"]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if "count" in line)
+    assert header.split() == ["label", "count", "share"], out

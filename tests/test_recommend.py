@@ -4,7 +4,9 @@ and the Streamlit demo in a real headless Chromium."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -29,7 +31,13 @@ from fashionlab.cli import main
 from fashionlab.recommend.catalogue_io import open_index
 from fashionlab.recommend.outfit import kmeans
 from fashionlab.recommend.profile import build_profile
-from fashionlab.recommend.webapp import UploadError, read_upload
+from fashionlab.recommend.webapp import (
+    UploadError,
+    common_folder,
+    public_text,
+    read_upload,
+    relative_paths,
+)
 from fashionlab.retrieval.catalogue import Catalogue
 
 from conftest import ROOT, run_script
@@ -351,6 +359,41 @@ def test_upload_validation(rec, tmp_path):
         read_upload("notes.txt", b"hello, not an image", 2**20)
 
 
+def test_index_may_be_a_run_folder(tiny_eval_dir, tmp_path, capsys):
+    """`--index <run folder>`: the newest evaluation in its eval/, named in one line on stderr."""
+    run = tmp_path / "run"
+    older = shutil.copytree(tiny_eval_dir, run / "eval" / "2026-01-02_10-00-00", ignore=skip_wandb)
+    newer = shutil.copytree(tiny_eval_dir, run / "eval" / "2026-01-01_09-00-00", ignore=skip_wandb)
+    os.utime(older / "manifest.json", (1e9, 1e9))  # the manifest's time decides, not the name
+    code, out, err = cli("similar", "--index", run, "--random", "--seed", 1, "-k", 3, capsys=capsys)
+    assert code == 0, err
+    assert err.strip() == f"index: {newer} (the newest of 2 evaluation(s) in {run / 'eval'})"
+    assert len(result_ids(out)) == 3
+    code, _, err = cli("similar", "--index", tmp_path / "empty_run", "--random", capsys=capsys)
+    assert code == 2 and "not an evaluation directory" in err
+    shutil.rmtree(run / "eval")
+    (run / "eval").mkdir()
+    code, _, err = cli("similar", "--index", run, "--random", capsys=capsys)
+    assert code == 2 and f"holds no evaluation in {run / 'eval'}" in err and "evaluate.py" in err
+
+
+def skip_wandb(folder: str, names: list[str]) -> list[str]:
+    return [n for n in names if n == "wandb"]
+
+
+def test_app_shows_paths_relative_to_the_catalogue_folder(tmp_path):
+    photos = tmp_path / "photos"
+    gallery = pd.Series([str(photos / "shirt" / "a.jpg"), str(photos / "bag" / "b.png"), "train[12]"])
+    assert common_folder(gallery) == str(photos)
+    assert relative_paths(gallery).tolist() == ["shirt/a.jpg", "bag/b.png", "train[12]"]
+    # results from one class folder keep it: paths are relative to the whole catalogue's folder
+    assert relative_paths(gallery[:1], common_folder(gallery)).tolist() == ["shirt/a.jpg"]
+    assert relative_paths(pd.Series([str(tmp_path / "x.jpg")]), str(photos)).tolist() == ["x.jpg"]
+    message = f"checkpoint {tmp_path}/run/best.ckpt named by {tmp_path}/eval/manifest.json does not exist"
+    assert public_text(message, [tmp_path / "eval"]) == (
+        f"checkpoint {tmp_path}/run/best.ckpt named by eval/manifest.json does not exist")
+
+
 @pytest.mark.browser
 def test_app_in_headless_chromium(rec, browser, tmp_path):
     from selenium.webdriver.common.by import By
@@ -362,6 +405,11 @@ def test_app_in_headless_chromium(rec, browser, tmp_path):
         upload = wait_for(
             lambda: browser.find_elements(By.CSS_SELECTOR, "input[type=file]"), 90, "the uploader"
         )
+        # a demo page: no developer toolbar (Deploy button), the index by name, no local paths
+        page = browser.find_element(By.TAG_NAME, "body").text
+        assert not browser.find_elements(By.CSS_SELECTOR, "[data-testid=stAppDeployButton]")
+        assert "Deploy" not in page
+        assert f"catalogue: {rec.eval_dir.name}," in page and str(rec.eval_dir.parent) not in page
         query = plain_pngs(rec)[2]
         upload[0].send_keys(query)
         _, predictor = open_index(rec.eval_dir)
@@ -379,6 +427,7 @@ def test_app_in_headless_chromium(rec, browser, tmp_path):
         assert len(results) == 6
         loaded = "return [...arguments[0]].every(i => i.complete && i.naturalWidth > 0)"
         wait_for(lambda: browser.execute_script(loaded, results), 30, "the result images to load")
+        assert str(rec.eval_dir.parent) not in browser.find_element(By.TAG_NAME, "body").text
         browser.save_screenshot(str(ARTIFACTS / "recommend_app.png"))
 
         # an oversized upload and a non-image get a message, not a traceback

@@ -15,7 +15,7 @@ import torch
 from omegaconf import open_dict
 from optuna.trial import TrialState
 from test_sweep import sweep_cfg  # noqa: F401  (the fixture)
-from wandb_records import artifacts, history_and_summary, logged_table, run_settings
+from wandb_records import artifacts, history_and_summary, logged_table, named_files, run_settings
 
 from fashionlab.errors import ManifestMismatchError
 from fashionlab.retrieval.catalogue import Catalogue
@@ -108,6 +108,30 @@ def test_evaluation_run_uses_the_model_and_logs_the_folder(tiny_run, tiny_eval_d
     assert projection["columns"] == ["id", "image", "article", "category", *[f"emb_{d}" for d in range(dims)]]
     assert len(projection["data"]) == min(512, report["num_gallery"])
     assert all(isinstance(v, float) for v in projection["data"][0][4:])
+
+
+def test_evaluation_is_named_and_grouped_with_its_training_run(tiny_run, tiny_eval_dir):
+    training, evaluation = run_settings(run_file(tiny_run)), run_settings(run_file(tiny_eval_dir))
+    assert (training["name"], training["group"]) == (tiny_run.name, tiny_run.name)
+    assert evaluation["group"] == training["group"]
+    assert evaluation["name"] == f"{tiny_run.name}-eval-{tiny_eval_dir.name}"
+
+
+def test_copied_run_folder_holds_every_file_wandb_sync_needs(tiny_run, tiny_eval_dir, tmp_path,
+                                                              monkeypatch):
+    """The run folder (with its evaluation) copied elsewhere, as to another machine with a fresh
+    HOME: every file the offline records name lies inside the folder, and the copy has it."""
+    copy = shutil.copytree(tiny_run, tmp_path / "elsewhere" / tiny_run.name, symlinks=True)
+    monkeypatch.setenv("HOME", str(tmp_path / "fresh-home"))
+    run_files = sorted(copy.glob("**/wandb/offline-run-*/run-*.wandb"))
+    assert len(run_files) == 2  # the training run and its evaluation
+    named = [name for path in run_files for name in named_files(path)]
+    assert sum(name.endswith(".ckpt") for name in named) >= 2  # model logged, and used by the evaluation
+    assert len(named) > 50  # tables and their images: the misclassified, examples and projection tables
+    outside = [name for name in named if not Path(name).is_relative_to(tiny_run)]
+    assert not outside, f"{len(outside)} files outside the run folder, e.g. {outside[:3]}"
+    missing = [name for name in named if not (copy / Path(name).relative_to(tiny_run)).is_file()]
+    assert not missing, missing[:5]
 
 
 def test_sweep_trials_and_summary_are_wandb_runs(sweep_cfg, tmp_path):  # noqa: F811

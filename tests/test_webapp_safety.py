@@ -3,21 +3,26 @@ Chromium) and damaged catalogue files (issue 13)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from fixtures_browser import running_app, wait_for
+from fixtures_browser import free_port, running_app, wait_for
 from PIL import EpsImagePlugin, Image
 
 from fashionlab import cli
 from fashionlab.errors import DataFormatError
+from fashionlab.recommend import webapp
 from fashionlab.recommend.webapp import UploadError, read_upload, streamlit_command
 from fashionlab.retrieval.catalogue import Catalogue
 
-from conftest import ROOT
+from conftest import ROOT, start_script
 
 
 def pixel_bomb(path, side: int = 5000):
@@ -53,13 +58,51 @@ def test_app_listens_on_localhost_unless_told(tmp_path):
 @pytest.mark.slow
 def test_cli_app_host_flag(tiny_eval_dir, monkeypatch):
     started = []
-    monkeypatch.setattr(cli.subprocess, "call", lambda command: started.append(command) or 0)
+    monkeypatch.setattr(webapp, "run_server", started.append)
     for extra, expected in (([], "127.0.0.1"), (["--host", "0.0.0.0"], "0.0.0.0"),
                             (["--port", "8601"], "127.0.0.1")):
-        with pytest.raises(SystemExit) as exit_:
-            cli.main(["app", "--index", str(tiny_eval_dir), *extra])
-        assert exit_.value.code == 0
+        assert cli.main(["app", "--index", str(tiny_eval_dir), *extra]) == 0
         assert _address(started[-1]) == expected, started[-1]
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stopping_the_app_command_stops_the_server(tiny_eval_dir, tmp_path, sig):
+    """`fashionlab app` in the background, stopped with `kill <pid>` (SIGTERM) or Ctrl-C (SIGINT):
+    the server stops too and frees its port (no re-parented Streamlit child keeps it)."""
+    port = free_port()
+    log_path = tmp_path / "app.log"
+    with log_path.open("w") as log:
+        # its own session: whatever it starts is cleaned up by group, even when the test fails
+        app = start_script("-m", "fashionlab", "app", "--index", str(tiny_eval_dir), "--port", str(port),
+                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for(lambda: listening(port) or app.poll() is not None, 120, "the server's port")
+            assert app.poll() is None, log_path.read_text()
+            app.send_signal(sig)
+            app.wait(timeout=60)
+            wait_for(lambda: port_free(port), 30, f"port {port} to be free after {sig.name}")
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(app.pid, signal.SIGKILL)
+            app.wait(timeout=30)
 
 
 # ---- uploads ----------------------------------------------------------------------------------

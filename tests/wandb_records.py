@@ -112,3 +112,17 @@ def run_settings(path: str | Path) -> dict[str, Any]:
 def logged_table(run_file: str | Path, summary: dict[str, Any], key: str) -> dict[str, Any]:
     """A logged wandb.Table's JSON (columns, data), found through the summary's file path."""
     return json.loads((Path(run_file).parent / "files" / summary[f"{key}/path"]).read_text())
+
+
+def named_files(path: str | Path) -> list[str]:
+    """Every local file an offline run's records name for `wandb sync` to upload: artifact entries'
+    local paths (tables, images, checkpoints, folders) and manifests written to a file."""
+    named = []
+    for record in read_records(path):
+        if record.WhichOneof("record_type") != "artifact":
+            continue
+        manifest = record.artifact.manifest
+        if manifest.manifest_file_path:
+            named.append(manifest.manifest_file_path)
+        named += [entry.local_path for entry in manifest.contents if entry.local_path]
+    return named

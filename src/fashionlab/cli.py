@@ -4,7 +4,6 @@ fashionlab.recommend and fashionlab.experiments."""
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -15,6 +14,9 @@ import pandas as pd
 from fashionlab.entrypoint import error_message
 from fashionlab.errors import FashionlabError
 from fashionlab.fileio import write_json
+
+INDEX_HELP = ("evaluation directory (evaluate.py), or a training run folder: the newest evaluation in "
+              "its eval/")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("similar", help="catalogue items most similar to an image")
     p.add_argument("query", nargs="?")
-    p.add_argument("--index", required=True, help="evaluation directory (evaluate.py)")
+    p.add_argument("--index", required=True, help=INDEX_HELP)
     p.add_argument("--ckpt", help="checkpoint for the query (default: the one in the index's manifest)")
     p.add_argument("--random", action="store_true", help="a random catalogue item as the query")
     p.add_argument("--seed", type=int)
@@ -55,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("profile", help="rank the catalogue against the style of several images")
     p.add_argument("images", nargs="+")
-    p.add_argument("--index", required=True)
+    p.add_argument("--index", required=True, help=INDEX_HELP)
     p.add_argument("--ckpt")
     p.add_argument("-k", type=int)
     p.add_argument("--weights", nargs=2, type=float, metavar=("ATTRIBUTES", "EMBEDDING"))
@@ -72,13 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("outfit", help="face images -> style -> catalogue items of that style")
     p.add_argument("faces", nargs="+", help="face image files or folders")
     p.add_argument("--style-ckpt", required=True)
-    p.add_argument("--index", required=True)
+    p.add_argument("--index", required=True, help=INDEX_HELP)
     p.add_argument("--items", type=int, help="items per face")
     p.add_argument("--style-task")
     p.add_argument("-o", "--output", help="text file, one line per face (default: stdout)")
 
     p = sub.add_parser("app", help="start the Streamlit demo")
-    p.add_argument("--index", required=True)
+    p.add_argument("--index", required=True, help=INDEX_HELP)
     p.add_argument("--ckpt")
     p.add_argument("--port", type=int)
     p.add_argument("--host", default="127.0.0.1",
@@ -272,7 +274,7 @@ def _outfit(args, cfg) -> None:
 
 
 def _app(args, cfg) -> None:
-    from fashionlab.recommend.webapp import streamlit_command
+    from fashionlab.recommend.webapp import run_server, streamlit_command
     from fashionlab.retrieval.manifest import read_manifest
 
     read_manifest(args.index)
@@ -280,7 +282,7 @@ def _app(args, cfg) -> None:
         args.index, args.ckpt, args.config, args.set, args.port, float(cfg.app.max_upload_mb),
         host=args.host,
     )
-    raise SystemExit(subprocess.call(command))
+    run_server(command)
 
 
 def _compare(args) -> None:
@@ -302,6 +304,17 @@ def _record(args) -> None:
     out = record(args.name, args.runs, args.commands, args.title, args.notes_file, args.into,
                  args.force, argv, args.sort)
     print(f"experiment recorded -> {out / 'README.md'}")
+
+
+def _index_folder(index: str) -> str:
+    """`--index` as given, or the newest evaluation inside a run folder's eval/ (said on stderr)."""
+    from fashionlab.recommend.catalogue_io import find_index
+
+    folder, found = find_index(index)
+    if found:
+        print(f"index: {folder} (the newest of {len(found)} evaluation(s) in {Path(index) / 'eval'})",
+              file=sys.stderr)
+    return str(folder)
 
 
 def _report_skipped(skipped: list[Path]) -> None:
@@ -330,6 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from fashionlab.recommend.config import load_config
 
         cfg = load_config(args.config, args.set)
+        if getattr(args, "index", None):
+            args.index = _index_folder(args.index)
         COMMANDS[args.command](args, cfg)
     except FashionlabError as err:
         print(f"fashionlab {args.command}: error: {error_message(err)}", file=sys.stderr)

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from fashionlab.errors import ConfigError
 from fashionlab.models.metrics import MAX_CONFUSION_CLASSES
 from fashionlab.tasks import TaskSpec
-from fashionlab.wandb_utils import wandb_confusion_chart
+from fashionlab.wandb_utils import stage_in_folder, wandb_confusion_chart
 
 
 def _fmt(value: Any) -> str:
@@ -101,10 +101,15 @@ def write_report_md(path: Path, report: Mapping[str, Any], tasks: list[TaskSpec]
     path.write_text("\n".join(parts))
 
 
-def wandb_settings(cfg: DictConfig, train_cfg: DictConfig) -> dict[str, Any] | None:
+def wandb_settings(cfg: DictConfig, train_cfg: DictConfig, training_run: Mapping[str, Any] | None = None,
+                   out: Path | None = None, run_folder: Path | None = None) -> dict[str, Any] | None:
     """W&B settings of an evaluation: `wandb.log=auto` follows the training run (W&B or not, its
     project and offline/online mode); `true` forces it (offline unless training was online);
-    `false` turns it off. None when nothing is to be logged."""
+    `false` turns it off. None when nothing is to be logged.
+
+    The run joins its training run's group and is named `<training run>-eval-<folder>`;
+    `training_run` is the checkpoint's W&B record (`wandb_logging.training_wandb_info`: name,
+    group), `run_folder` the checkpoint's run folder (the name of a run trained without W&B)."""
     choice = str(cfg.wandb.log).lower()
     train_logger = train_cfg.get("logger") or {}
     trained_with_wandb = "Wandb" in str(train_logger.get("_target_", ""))
@@ -115,9 +120,12 @@ def wandb_settings(cfg: DictConfig, train_cfg: DictConfig) -> dict[str, Any] | N
     offline = cfg.wandb.offline
     if offline is None:
         offline = bool(train_logger.get("offline", True)) if trained_with_wandb else True
+    training_run = training_run or {}
+    trained_as = training_run.get("name") or (run_folder.name if run_folder else None)
+    name = cfg.wandb.name or (f"{trained_as}-eval-{out.name}" if trained_as and out else None)
     return {"project": cfg.wandb.project or train_logger.get("project") or "fashionlab",
-            "offline": bool(offline), "group": train_logger.get("group"),
-            "name": cfg.wandb.name}
+            "offline": bool(offline), "name": name,
+            "group": cfg.wandb.get("group") or training_run.get("group") or trained_as}
 
 
 def log_to_wandb(settings: Mapping[str, Any], out: Path, report: Mapping[str, Any], tasks: list[TaskSpec],
@@ -127,6 +135,7 @@ def log_to_wandb(settings: Mapping[str, Any], out: Path, report: Mapping[str, An
     `fashionlab.wandb_utils.finish_wandb`)."""
     import wandb
 
+    stage_in_folder(out)
     run = wandb.init(project=settings["project"], group=settings["group"], name=settings["name"],
                      job_type="evaluate", dir=str(out), mode="offline" if settings["offline"] else "online",
                      config={"evaluate": config, "checkpoint_sha256": report["checkpoint_sha256"],

@@ -36,7 +36,7 @@ from fashionlab.evaluation.protocol import (
     with_data_protocol,
 )
 from fashionlab.evaluation.report import log_to_wandb, wandb_settings, write_report_md
-from fashionlab.evaluation.wandb_logging import RetrievalSamples, log_lineage_and_tables
+from fashionlab.evaluation.wandb_logging import RetrievalSamples, log_lineage_and_tables, training_wandb_info
 from fashionlab.fileio import write_json
 from fashionlab.inference.checkpoint import LoadedCheckpoint, load_checkpoint
 from fashionlab.inference.embed import extract
@@ -54,7 +54,7 @@ from fashionlab.retrieval.metrics import (
     relevance,
     relevant_counts,
 )
-from fashionlab.rundir import check_run_folder, unique_stamp
+from fashionlab.rundir import check_run_folder, checkpoint_run_dir, unique_stamp
 from fashionlab.tasks import TaskSpec, tasks_to_config
 from fashionlab.wandb_utils import finish_wandb
 
@@ -314,7 +314,8 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     publish(staging, out)
-    settings = wandb_settings(cfg, loaded.cfg)
+    settings = wandb_settings(cfg, loaded.cfg, training_wandb_info(loaded.path), out,
+                              checkpoint_run_dir(loaded.path))
     if settings is not None:
         run = log_to_wandb(settings, out, report, loaded.tasks,
                            {name: out / path.name for name, path in figures.items()}, resolved_config(cfg))

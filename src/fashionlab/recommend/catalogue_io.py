@@ -10,7 +10,7 @@ import pandas as pd
 from fashionlab.errors import ConfigError, DataNotFoundError
 from fashionlab.recommend.predict import Predictor
 from fashionlab.retrieval.catalogue import Catalogue
-from fashionlab.retrieval.manifest import read_manifest
+from fashionlab.retrieval.manifest import MANIFEST, read_manifest
 from fashionlab.tasks import TaskSpec
 
 
@@ -23,6 +23,21 @@ def manifest_checkpoint(eval_dir: str | Path) -> Path:
     raise DataNotFoundError(
         f"checkpoint {recorded} named by {Path(eval_dir) / 'manifest.json'} does not exist; pass --ckpt"
     )
+
+
+def find_index(folder: str | Path) -> tuple[Path, list[Path]]:
+    """The evaluation directory `folder` names: itself when it holds a manifest, else, for a
+    training run folder, the newest evaluation (by its manifest's time) in its `eval/`; also
+    returns every evaluation found there (empty when `folder` is one itself)."""
+    folder = Path(folder)
+    if (folder / MANIFEST).is_file() or not (folder / "eval").is_dir():
+        return folder, []
+    found = sorted((p.parent for p in (folder / "eval").glob(f"*/{MANIFEST}")),
+                   key=lambda p: ((p / MANIFEST).stat().st_mtime, p.name))
+    if not found:
+        raise DataNotFoundError(f"{folder} holds no evaluation in {folder / 'eval'}: create one with "
+                                f"`python evaluate.py ckpt_path={folder / 'checkpoints' / 'best.ckpt'}`")
+    return found[-1], found
 
 
 def open_index(

@@ -84,8 +84,10 @@ def read_images(
 def predict_files(
     predictor: Predictor, files: Sequence[Path], progress: bool = True, chunk: int = 256
 ) -> pd.DataFrame:
-    """One row per file: path, error (None when readable), full_label, and per task `<task>` and
-    `<task>_prob` (multilabel: `|`-joined names and probabilities)."""
+    """One row per file: path, error (None when readable), full_label (`parent-child`, for a model
+    with a task hierarchy only), and per task `<task>` and `<task>_prob` (multilabel: `|`-joined
+    names and probabilities)."""
+    hierarchical = any(t.parent for t in predictor.tasks)
     rows: list[dict] = []
     bar = tqdm(total=len(files), desc="predicting", unit="img", disable=not progress)
     for start in range(0, len(files), chunk):
@@ -95,10 +97,13 @@ def predict_files(
         preds = predictor.predict([images[i] for i in good]) if good else None
         where = {i: n for n, i in enumerate(good)}
         for i, path in enumerate(part):
-            row: dict = {"path": str(path), "error": errors[i], "full_label": None}
+            row: dict = {"path": str(path), "error": errors[i]}
+            if hierarchical:
+                row["full_label"] = None
             if i in where:
                 n = where[i]
-                row["full_label"] = preds.full_label(n)
+                if hierarchical:
+                    row["full_label"] = preds.full_label(n)
                 for t in predictor.tasks:
                     label, prob = preds.labels[t.name][n], preds.confidence(t.name, n)
                     if t.kind == "multilabel":
@@ -150,7 +155,8 @@ def prediction_records(table: pd.DataFrame, tasks: list[TaskSpec]) -> list[dict]
     for row in table.to_dict("records"):
         record: dict = {"path": row["path"], "error": error_of(row)}
         if record["error"] is None:
-            record["full_label"] = row["full_label"]
+            if "full_label" in row:
+                record["full_label"] = row["full_label"]
             record["tasks"] = {
                 t.name: {
                     "label": row[t.name],
@@ -172,5 +178,6 @@ def prediction_lines(table: pd.DataFrame, tasks: list[TaskSpec]) -> list[str]:
             lines.append(f"{row['path']}\tERROR\t{row['error']}")
             continue
         parts = [f"{t.name}={row[t.name]} ({row[f'{t.name}_prob']})" for t in tasks]
-        lines.append(f"{row['path']}\t{row['full_label']}\t" + " ".join(parts))
+        full = f"{row['full_label']}\t" if "full_label" in row else ""
+        lines.append(f"{row['path']}\t{full}" + " ".join(parts))
     return lines

@@ -16,8 +16,8 @@ from fashionlab.recommend.predict import Predictor, error_of, predict_folder
 
 @dataclass
 class Wardrobe:
-    """`counts`: the top categories (category, count, share); `predictions`: one row per file;
-    `errors`: unreadable files and their messages."""
+    """`counts`: the top classes of `task` (columns: the task's name, count, share); `predictions`:
+    one row per file; `errors`: unreadable files and their messages."""
 
     task: str
     counts: pd.DataFrame
@@ -37,7 +37,7 @@ def count_wardrobe(
     counts = readable[task.name].value_counts()
     ordered = sorted(counts.items(), key=lambda kv: (-kv[1], task.classes.index(kv[0])))[: max(1, top)]
     frame = pd.DataFrame(
-        [{"category": c, "count": int(n), "share": round(n / len(readable), 4)} for c, n in ordered]
+        [{task.name: c, "count": int(n), "share": round(n / len(readable), 4)} for c, n in ordered]
     )
     return Wardrobe(task.name, frame, readable.reset_index(drop=True), errors)
 
@@ -49,15 +49,14 @@ def save_wardrobe_grids(
     out = Path(out)
     written = []
     for row in wardrobe.counts.to_dict("records"):
-        items = wardrobe.predictions[wardrobe.predictions[wardrobe.task] == row["category"]].head(
-            per_category
-        )
+        label = row[wardrobe.task]
+        items = wardrobe.predictions[wardrobe.predictions[wardrobe.task] == label].head(per_category)
         images = [load_rgb(p, min_side=tile_size) for p in items["path"]]  # thumbnails: reduced decoding
         captions = [
-            f"{Path(p).name}\n{row['category']} {prob:.2f}"
+            f"{Path(p).name}\n{label} {prob:.2f}"
             for p, prob in zip(items["path"], items[f"{wardrobe.task}_prob"], strict=True)
         ]
-        safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(row["category"]))
+        safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(label))
         written.append(
             save_grid(
                 images,

@@ -3,17 +3,24 @@
 An upload is refused with a message naming it when it is larger than `app.max_upload_mb`, has more
 pixels than `app.max_megapixels` (checked from the header, before decoding), or is not a JPEG,
 PNG, WebP, BMP, GIF or TIFF image whatever its name says. The server listens on 127.0.0.1 unless
-told another address (`fashionlab app --host`)."""
+told another address (`fashionlab app --host`), shows no developer toolbar (no Deploy button),
+and the page names files relative to their catalogue folder, never by absolute local path.
+`fashionlab app` becomes the server process (exec), so stopping it stops the server."""
 
 from __future__ import annotations
 
 import io
 import math
+import os
+import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
+import pandas as pd
 
 from fashionlab.data.images import TooManyPixelsError, load_rgb
 from fashionlab.errors import BadImageError, FashionlabError
@@ -90,6 +97,8 @@ def streamlit_command(
         str(max(1, math.ceil(max_upload_mb))),
         "--server.address",
         host,
+        "--client.toolbarMode",
+        "minimal",
     ]
     if port:
         command += ["--server.port", str(port)]
@@ -101,3 +110,51 @@ def streamlit_command(
     for item in overrides:
         command += ["--set", item]
     return command
+
+
+def run_server(command: Sequence[str]) -> NoReturn:
+    """Replace this process by the Streamlit server (POSIX exec): `kill <pid>`, Ctrl-C or a job
+    scheduler's SIGTERM sent to `fashionlab app` reach the server itself, and no orphan keeps the
+    port. Elsewhere, run it as a child and wait."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.name == "posix":
+        os.execv(command[0], list(command))
+    raise SystemExit(subprocess.call(list(command)))
+
+
+def common_folder(paths: Iterable[object]) -> str:
+    """The deepest folder holding every absolute path among `paths` ("" when there is none)."""
+    absolute = [p for p in paths if isinstance(p, str) and os.path.isabs(p)]
+    if not absolute:
+        return ""
+    try:
+        base = os.path.commonpath(absolute)
+    except ValueError:  # e.g. different drives
+        return ""
+    return os.path.dirname(base) if base in absolute else base  # one file (or all the same): its folder
+
+
+def relative_paths(paths: pd.Series, base: str | None = None) -> pd.Series:
+    """Absolute file paths shown relative to `base` (default: their common folder), e.g.
+    `shirt/img001.jpg`; by name when outside it; other entries (e.g. `train[12]`) as they are."""
+    base = common_folder(paths) if base is None else base
+
+    def shown(p: object) -> object:
+        if not (isinstance(p, str) and os.path.isabs(p)):
+            return p
+        inside = base and os.path.commonpath([base, p]) == base
+        return os.path.relpath(p, base) if inside else Path(p).name
+
+    return paths.map(shown)
+
+
+def public_text(text: str, folders: Sequence[str | Path]) -> str:
+    """A message for the page: each of `folders` (as given and resolved) by its name, the home
+    folder as `~`."""
+    for folder in folders:
+        for form in sorted({str(folder), str(Path(folder).resolve())}, key=len, reverse=True):
+            if os.path.isabs(form):
+                text = text.replace(form, Path(form).name)
+    home = str(Path.home())
+    return text.replace(home + os.sep, "~" + os.sep) if len(home) > 1 else text

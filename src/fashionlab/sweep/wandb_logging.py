@@ -16,7 +16,7 @@ import optuna
 from omegaconf import DictConfig, open_dict
 from optuna.trial import TrialState
 
-from fashionlab.wandb_utils import finish_wandb
+from fashionlab.wandb_utils import finish_wandb, stage_in_folder
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,7 @@ def log_study_summary(study: optuna.Study, train_cfg: DictConfig, sweep_dir: Pat
 
     logger = train_cfg.logger
     name = str(study.study_name)
+    stage_in_folder(sweep_dir)
     run = wandb.init(project=logger.get("project") or "fashionlab", group=name, name=f"{name}-summary",
                      job_type="sweep-summary", tags=["sweep-summary"], dir=str(sweep_dir),
                      mode="offline" if logger.get("offline", True) else "online", reinit="finish_previous",
@@ -137,4 +138,4 @@ def log_study_summary(study: optuna.Study, train_cfg: DictConfig, sweep_dir: Pat
             run.log_artifact(artifact, aliases=["best", "latest"])
         exit_code = 0
     finally:
-        run.finish(exit_code=exit_code)
+        finish_wandb(exit_code)

@@ -27,7 +27,7 @@ from fashionlab.fileio import write_json
 from fashionlab.models.hierarchy import constrained_predictions
 from fashionlab.models.metrics import to_probs
 from fashionlab.provenance import git_info
-from fashionlab.wandb_utils import thumbnail, use_artifact
+from fashionlab.wandb_utils import stage_in_folder, thumbnail, use_artifact
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,10 @@ class WandbLogger(LightningWandbLogger):
       aliases `best` and `latest`);
     - the model artifact's metadata adds `artifact_metadata` (data fingerprint, commit; set by
       `WandbRunPage`) to Lightning's (score, file name, ModelCheckpoint settings);
-    - `log_images`: rows per task of the misclassified validation images table (0: none).
+    - `log_images`: rows per task of the misclassified validation images table (0: none);
+    - the run is named after its folder unless `name` is given, and is in a group: `group` (a
+      multirun's folder, a sweep's study) or else its own name, where its evaluations join it;
+    - W&B stages its tables and images inside the run folder (`wandb_utils.stage_in_folder`).
     """
 
     def __init__(self, *args: Any, offline: bool = False, log_model: bool | str = False,
@@ -55,6 +58,10 @@ class WandbLogger(LightningWandbLogger):
                  add_file_policy: str = "immutable", **kwargs: Any) -> None:
         if isinstance(kwargs.get("config"), DictConfig):  # e.g. a sweep trial's `optuna` block
             kwargs["config"] = OmegaConf.to_container(kwargs["config"], resolve=True)
+        folder = Path(kwargs.get("save_dir") or kwargs.get("dir") or ".").absolute()
+        kwargs["name"] = kwargs.get("name") or folder.name
+        kwargs["group"] = kwargs.get("group") or kwargs["name"]
+        stage_in_folder(folder)
         super().__init__(*args, offline=offline, log_model=False, add_file_policy=add_file_policy,
                          **kwargs)
         self._log_model = log_model
@@ -156,7 +163,7 @@ class WandbRunPage(Callback):
         if trainer.is_global_zero:
             run = self.logger.experiment
             checkpoint[CHECKPOINT_KEY] = {"run_id": run.id, "project": run.project, "group": run.group,
-                                          "model_artifact": self.logger.model_artifact_name}
+                                          "name": run.name, "model_artifact": self.logger.model_artifact_name}
 
     # The misclassified images: collected only in trainer.validate, not in fit's validation loops.
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -21,7 +21,9 @@ differ only in them share a cache.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import logging
 import math
@@ -219,12 +221,31 @@ def _optimize_split(writer: ItemWriter, count: int, output_dir: str, settings: C
 
     workers = max(1, min(int(settings.workers or os.cpu_count() or 1), count))
     log.info("data cache: writing %s (%d images, %d workers) to %s", split, count, workers, output_dir)
-    litdata.optimize(
-        fn=writer, inputs=list(range(count)), output_dir=output_dir, num_workers=workers,
-        chunk_bytes=settings.chunk_bytes, keep_data_ordered=True, reorder_files=False,
-        start_method=_start_method(), mode="overwrite" if is_remote(output_dir) else None,
-        storage_options=dict(settings.storage_options), verbose=True,
-    )
+    # litdata prints its steps and an advertisement ("Create an account on lightning.ai") on stdout
+    # for every split: to the debug log instead (its progress bar, on stderr, stays)
+    with contextlib.redirect_stdout(_DebugLines("litdata: %s")):
+        litdata.optimize(
+            fn=writer, inputs=list(range(count)), output_dir=output_dir, num_workers=workers,
+            chunk_bytes=settings.chunk_bytes, keep_data_ordered=True, reorder_files=False,
+            start_method=_start_method(), mode="overwrite" if is_remote(output_dir) else None,
+            storage_options=dict(settings.storage_options), verbose=True,
+        )
+
+
+class _DebugLines(io.StringIO):
+    """A text stream whose complete lines go to this module's debug log."""
+
+    def __init__(self, template: str) -> None:
+        super().__init__()
+        self.template = template
+        self.pending = ""
+
+    def write(self, text: str) -> int:
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            if line.strip():
+                log.debug(self.template, line.strip())
+        return len(text)
 
 
 def _bad_images(bad_dir: Path, split: str) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -14,7 +15,7 @@ from fashionlab.recommend.catalogue_io import open_index
 from fashionlab.recommend.config import load_config
 from fashionlab.recommend.profile import build_profile, rank_catalogue
 from fashionlab.recommend.similar import similar_to_image
-from fashionlab.recommend.webapp import UploadError, read_upload
+from fashionlab.recommend.webapp import UploadError, common_folder, public_text, read_upload, relative_paths
 
 COLUMNS = 5
 
@@ -31,6 +32,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 @st.cache_resource(show_spinner="Loading the model and the catalogue...")
 def load(index: str, ckpt: str | None, batch_size: int):
     return open_index(index, ckpt, batch_size=batch_size)
+
+
+@st.cache_data(show_spinner=False)
+def image_folder(index: str, ckpt: str | None, batch_size: int) -> str:
+    """The catalogue's image folder: result paths are shown relative to it."""
+    gallery = load(index, ckpt, batch_size)[0].gallery
+    return common_folder(gallery["path"]) if "path" in gallery else ""
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
@@ -52,7 +60,14 @@ def show_results(args, batch_size: int, table: pd.DataFrame, second: str | None)
             columns[i % COLUMNS].image(
                 item_image(args.index, args.ckpt, batch_size, int(row["id"])), caption=caption, width=120
             )
+    if "path" in table:
+        base = image_folder(args.index, args.ckpt, batch_size)
+        table = table.assign(path=relative_paths(table["path"], base))
     st.dataframe(table, hide_index=True)
+
+
+def show_error(args, err: Exception) -> None:
+    st.error(public_text(str(err), [f for f in (args.index, args.ckpt, args.config) if f]))
 
 
 def main() -> None:
@@ -64,14 +79,15 @@ def main() -> None:
         batch_size = int(cfg.batch_size)
         catalogue, predictor = load(args.index, args.ckpt, batch_size)
     except FashionlabError as err:
-        st.error(str(err))
+        show_error(args, err)
         st.stop()
     size = len(catalogue.gallery)
     max_bytes = int(float(cfg.app.max_upload_mb) * 2**20)
     max_pixels = int(float(cfg.app.get("max_megapixels", 16)) * 1e6)
     k = st.sidebar.slider("k (results)", 1, min(int(cfg.app.max_k), size), min(int(cfg.app.k), size))
     same_category = st.sidebar.checkbox("same category only", value=False)
-    st.sidebar.caption(f"catalogue: {size} items · uploads up to {float(cfg.app.max_upload_mb):g} MB "
+    st.sidebar.caption(f"catalogue: {Path(args.index).resolve().name}, {size} items · "
+                       f"uploads up to {float(cfg.app.max_upload_mb):g} MB "
                        f"and {max_pixels / 1e6:g} megapixels")
     uploads = st.file_uploader("Upload a photo, or several for a style profile", accept_multiple_files=True)
     if not uploads:
@@ -149,7 +165,7 @@ def main() -> None:
             st.subheader(f"{k} items that fit the profile")
             show_results(args, batch_size, table, "matched")
     except FashionlabError as err:
-        st.error(str(err))
+        show_error(args, err)
 
 
 main()
