@@ -32,7 +32,8 @@ from litdata.utilities.env import _DistributedEnv
 from torch.utils.data import get_worker_info
 
 from fashionlab.data.array_dataset import label_tensor
-from fashionlab.data.cache.build import decode_jpeg
+from fashionlab.data.cache.build import decode_jpeg, is_remote
+from fashionlab.data.cache.store import client_options
 
 # litdata logs its disk budget and read mode at INFO each time a loader starts: keep it to warnings.
 for _name in ("litdata.utilities.format", "litdata.streaming.dataset"):
@@ -133,7 +134,8 @@ class CachedSplit(StreamingDataset):
         """`index_map`: stored index -> position in the split (when bad files were left out)."""
         super().__init__(input_dir, cache_dir=cache_dir, shuffle=shuffle, seed=int(seed),
                          drop_last=False if _DistributedEnv.detect().world_size == 1 else None,
-                         storage_options=dict(storage_options or {}))
+                         storage_options=client_options(input_dir, storage_options)
+                         if is_remote(input_dir) else {})
         self.image_transform = image_transform
         self.image_format = image_format
         self.index_map = index_map
