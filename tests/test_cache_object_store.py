@@ -20,9 +20,10 @@ from fixtures_runs import compose_config
 from fixtures_s3 import S3Server
 from hydra.utils import instantiate
 
-from conftest import ROOT
 from fashionlab.data.cache import build
 from fashionlab.data.cache.build import RECORD
+
+from conftest import ROOT
 
 FORK = multiprocessing.get_context("fork")
 #: How long a gated builder waits for the other one (a hang is a failure, not a stall).
@@ -196,7 +197,8 @@ def test_concurrent_local_builds_of_one_key_both_succeed(tmp_path):
     assert [job.exitcode for job in jobs] == [0, 0], errors
     (key,) = [p.name for p in cache.iterdir()]  # no partial build left behind
     record = json.loads((cache / key / RECORD).read_text())
-    assert record == json.loads((tmp_path / "a.json").read_text()) == json.loads((tmp_path / "b.json").read_text())
+    returned = [json.loads((tmp_path / f"{n}.json").read_text()) for n in "ab"]
+    assert returned == [record, record]
     assert record["counts"] == {"train": 19, "val": 5, "test": 5}
     reader = cached_module(root, str(cache))
     reader.setup()

@@ -9,9 +9,11 @@ out and fall back to the environment's credentials (see fashionlab.data.cache.st
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +132,16 @@ def scrub_files(paths: Iterable[Path], secrets: Iterable[str]) -> None:
         masked = mask_text(text, secrets)
         if masked != text:
             path.write_text(masked)
+
+
+@contextlib.contextmanager
+def masked_argv(secrets: Iterable[str]) -> Iterator[None]:
+    """sys.argv with the secrets masked, for the duration (W&B records the command line when a
+    run starts; child processes launched afterwards still get the real one)."""
+    secrets = list(secrets)
+    saved = list(sys.argv)
+    sys.argv[:] = [mask_text(arg, secrets) for arg in saved]
+    try:
+        yield
+    finally:
+        sys.argv[:] = saved
