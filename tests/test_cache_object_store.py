@@ -1,5 +1,5 @@
 """The prepared cache on an object store (a real S3-compatible server, SeaweedFS, on loopback):
-http endpoints and credentials from the AWS variables or data.cache.storage_options reach every
+http endpoints, and credentials from the AWS variables or data.cache.storage_options, reach every
 client; concurrent builds of one key (on S3 and in a local folder) both succeed with one cache;
 the whole path across processes (build, another process trains from it, evaluate.py reads the
 gallery from it); and a secret in storage_options is in no file a run or an evaluation writes."""
@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 
 from fashionlab.data.cache import build
 from fashionlab.data.cache.build import RECORD
+from fashionlab.training.run import prepare_config
 
 from conftest import ROOT
 
@@ -83,39 +84,11 @@ def assert_every_chunk_exists(server: S3Server, record: dict, record_key: str, k
             assert f"{split_prefix}/{chunk['filename']}" in keys
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("credentials", ["aws_variables", "storage_options"])
-def test_http_store_reached_through_aws_variables_or_storage_options(s3_server, tmp_path, monkeypatch,
-                                                                    credentials):
-    """litdata's default client refuses http:// endpoints (BadScheme): the build's uploads, the
-    record and the readers' downloads all reach the store, credentials given either way."""
-    no_aws_variables(monkeypatch)
-    extra: list[str] = []
-    if credentials == "aws_variables":
-        for name, value in s3_server.env().items():
-            monkeypatch.setenv(name, value)
-    else:
-        extra = options_of(s3_server)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # litdata's chunk cache of this reader
-    prefix = f"http-{credentials}-{uuid.uuid4().hex[:8]}"
-    root = image_folder(tmp_path / "images")
-    dm = cached_module(root, f"s3://{s3_server.bucket}/{prefix}", *extra)
-    dm.setup()
-    record, keys = published(s3_server, prefix)
-    assert record["counts"] == {"train": 19, "val": 5, "test": 5}
-    assert_every_chunk_exists(s3_server, record, next(k for k in keys if k.endswith(RECORD)), keys)
-    again = cached_module(root, f"s3://{s3_server.bucket}/{prefix}", *extra)
-    again.setup()
-    assert again.cache_record.data == record
-    assert items(again.val_dataloader()) == list(range(5))
-    assert items(again.test_dataloader()) == list(range(5))
-
-
-def _gated_build(root: Path, cache_dir: str, out: Path, extra: list[str], gate) -> None:
-    """Child process: build the cache, with `gate(...)` run first by the step that publishes it."""
+def _gated_build(root: Path, cache_dir: str, out: Path, gate) -> None:
+    """Child process: `gate()` (which holds the publication step back), then build the cache."""
     try:
         gate()
-        dm = cached_module(root, cache_dir, *extra)
+        dm = cached_module(root, cache_dir)
         dm.setup()
         out.write_text(json.dumps(dm.cache_record.data, sort_keys=True))
     except BaseException as exc:  # reported to the test through the exit status and the file
@@ -147,7 +120,7 @@ def test_concurrent_s3_builds_of_one_key_publish_one_cache(s3_server, tmp_path, 
         build._complete = gated
 
     first = FORK.Process(target=_gated_build,
-                         args=(root, cache_dir, tmp_path / "a.json", [], gate_publication))
+                         args=(root, cache_dir, tmp_path / "a.json", gate_publication))
     first.start()
     try:
         assert ready.wait(GATE_S), "job A never reached its publication"
@@ -187,8 +160,8 @@ def test_concurrent_local_builds_of_one_key_both_succeed(tmp_path):
 
             setattr(os, name, gated)
 
-    jobs = [FORK.Process(target=_gated_build, args=(root, str(cache), tmp_path / f"{n}.json", [],
-                                                    gate_rename)) for n in "ab"]
+    jobs = [FORK.Process(target=_gated_build, args=(root, str(cache), tmp_path / f"{n}.json", gate_rename))
+            for n in "ab"]
     for job in jobs:
         job.start()
     for job in jobs:
@@ -208,8 +181,12 @@ def test_concurrent_local_builds_of_one_key_both_succeed(tmp_path):
 
 def script(*args: str, cwd: Path, home: Path) -> subprocess.CompletedProcess:
     """A project script run from its own working folder with its own HOME and no AWS variables."""
+    import matplotlib
+
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "WANDB_SERVICE"}
-    env.update(HOME=str(home), PYTHONUNBUFFERED="1", WANDB_SILENT="true", WANDB_MODE="offline",
+    # (matplotlib's font cache from the usual place: building it anew in each HOME costs ~15 s)
+    env.update(HOME=str(home), MPLCONFIGDIR=matplotlib.get_cachedir(), PYTHONUNBUFFERED="1",
+               WANDB_SILENT="true", WANDB_MODE="offline",
                PYTHONPATH=os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")]),
                AWS_CONFIG_FILE="/nonexistent", AWS_SHARED_CREDENTIALS_FILE="/nonexistent")
     cwd.mkdir(parents=True, exist_ok=True)
@@ -225,10 +202,11 @@ def files_holding(folder: Path, secret: bytes) -> list[str]:
 
 @pytest.mark.slow
 def test_whole_cached_path_on_s3_and_the_secret_in_no_file(s3_server, tmp_path, monkeypatch):
-    """This process builds the cache on S3 (AWS variables); another process, with its own working
-    folder, HOME and no AWS variables (credentials in data.cache.storage_options on its command
-    line), streams it and trains with W&B offline; evaluate.py, likewise, reads the gallery from
-    it. The secret key is in no file of the run, the evaluation, W&B's folders or either HOME."""
+    """This process builds the cache on S3 over http (AWS variables) and reads it back; another
+    process, with its own working folder, HOME and no AWS variables (credentials in
+    data.cache.storage_options on its command line), streams it and trains with W&B offline;
+    evaluate.py, likewise, reads the gallery from it. The secret key is in no file of the run,
+    the evaluation, W&B's folders or either HOME."""
     no_aws_variables(monkeypatch)
     for name, value in s3_server.env().items():
         monkeypatch.setenv(name, value)
@@ -237,14 +215,22 @@ def test_whole_cached_path_on_s3_and_the_secret_in_no_file(s3_server, tmp_path, 
     write_tree(root, {"a": 14, "b": 13, "c": 13}, ext=".jpg")  # train 29, val 5, test 6
     cache_dir = f"s3://{s3_server.bucket}/e2e-{uuid.uuid4().hex[:8]}"
     data = ["data=image_folder", f"data.root={root}", f"data.cache.dir={cache_dir}", "data.val_size=5",
-            "data.test_size=6", "data.image_size=32"]
-    built = instantiate(compose_config("train", [*data, "data.cache.workers=1"]).data, _recursive_=False)
+            "data.test_size=6", "data.image_size=32", "backbone=timm", "backbone.name=test_resnet",
+            "backbone.pretrained=false"]
+    # litdata's default client refuses http:// endpoints (BadScheme): the build's uploads, the
+    # record and the reads all reach the store with the AWS variables alone
+    cfg = prepare_config(compose_config("train", [*data, "data.cache.workers=1", "data.num_workers=0"]))
+    built = instantiate(cfg.data, _recursive_=False)
     built.setup()
-    key = built.cache_record.key
+    key, prefix = built.cache_record.key, cache_dir.split("/", 3)[3]
+    record, keys = published(s3_server, prefix)
+    assert record["counts"] == {"train": 29, "val": 5, "test": 6}
+    assert_every_chunk_exists(s3_server, record, f"{prefix}/{key}/{RECORD}", keys)
+    assert items(built.val_dataloader()) == list(range(5))
 
     run, secret = tmp_path / "run", s3_server.secret_key
     trained = script(str(ROOT / "train.py"), *data, *options_of(s3_server), "data.batch_size=4",
-                     "data.eval_batch_size=4", "data.num_workers=1", "backbone.pretrained=false",
+                     "data.eval_batch_size=4", "data.num_workers=1",
                      "training.freeze_epochs=0", "trainer=cpu", "trainer.max_epochs=1",
                      "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
                      "trainer.enable_model_summary=false", "callbacks.progress_bar=null",
@@ -263,6 +249,7 @@ def test_whole_cached_path_on_s3_and_the_secret_in_no_file(s3_server, tmp_path, 
                        f"+data.cache.dir={cache_dir}", *options_of(s3_server),
                        cwd=tmp_path / "eval-work", home=tmp_path / "eval-home")
     assert evaluated.returncode == 0, evaluated.stderr[-4000:]
+    assert f"reusing {cache_dir}/{key}" in evaluated.stdout + evaluated.stderr
     report = json.loads((out / "report.json").read_text())
     assert (report["gallery_split"], report["num_gallery"]) == ("train", 29)
     assert list((run / "wandb").glob("offline-run-*")), "no offline W&B run"
