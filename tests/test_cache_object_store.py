@@ -254,3 +254,25 @@ def test_whole_cached_path_on_s3_and_the_secret_in_no_file(s3_server, tmp_path, 
     assert (report["gallery_split"], report["num_gallery"]) == ("train", 29)
     assert list((run / "wandb").glob("offline-run-*")), "no offline W&B run"
     assert files_holding(tmp_path, secret.encode()) == []
+
+
+def test_secrets_are_masked_and_a_masked_value_counts_as_not_given(monkeypatch):
+    """Every storage option but the public ones is shown as *** where a config is written; read
+    back (a checkpoint's), *** is left out of the clients' options so the AWS variables apply."""
+    from fashionlab.data.cache.store import client_options
+    from fashionlab.redaction import config_secrets, masked_config
+
+    options = {"endpoint_url": "http://store.lab:8333", "aws_access_key_id": "AKIDEXAMPLE",
+               "aws_secret_access_key": "wJalrXUtnFEMI", "config": {"token": "t0ken-123"}}
+    config = {"data": {"cache": {"dir": "s3://b/p", "storage_options": options}}, "seed": 1}
+    masked = masked_config(config)
+    assert masked["data"]["cache"]["storage_options"] == {
+        "endpoint_url": "http://store.lab:8333", "aws_access_key_id": "***",
+        "aws_secret_access_key": "***", "config": {"token": "***"}}
+    assert config["data"]["cache"]["storage_options"] is options  # the running config keeps them
+    assert config_secrets(config) == ["wJalrXUtnFEMI", "AKIDEXAMPLE", "t0ken-123"]
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.setenv("AWS_REGION", "eu-west-3")
+    read_back = masked["data"]["cache"]["storage_options"]
+    assert client_options("s3://b/p", read_back) == {
+        "endpoint_url": "http://store.lab:8333", "region_name": "eu-west-3"}

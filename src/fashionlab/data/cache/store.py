@@ -46,9 +46,21 @@ def scheme(url: str) -> str:
     return name
 
 
+def _without_masked(options: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if isinstance(value, Mapping):
+            value = _without_masked(value)
+            if not value:
+                continue
+        if not is_masked(value):
+            out[str(key)] = value
+    return out
+
+
 def client_options(url: str, storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
     """The options every client of `url` is built with (see the module docstring)."""
-    options = {str(k): v for k, v in (storage_options or {}).items() if not is_masked(v)}
+    options = _without_masked(storage_options or {})
     if urlparse(url).scheme == "s3" and "region_name" not in options \
             and os.environ.get("AWS_REGION") and not os.environ.get("AWS_DEFAULT_REGION"):
         options["region_name"] = os.environ["AWS_REGION"]
