@@ -234,9 +234,9 @@ def _check_uploaded(split_dir: str, settings: CacheSettings) -> None:
     index = store.read_bytes(f"{split_dir}/index.json", settings.storage_options)
     chunks = [chunk["filename"] for chunk in json.loads(index)["chunks"]] if index else []
     missing = [name for name in ["index.json", *chunks] if name not in names]
-    if missing or not chunks:
+    if missing:
         raise RuntimeError(f"data cache: the build in {split_dir} is incomplete on the store "
-                           f"(missing {', '.join(missing[:3]) or 'chunks'}); nothing was published")
+                           f"(missing {', '.join(missing[:3])}); nothing was published")
 
 
 def _bad_images(bad_dir: Path, split: str) -> list[dict[str, Any]]:
