@@ -7,8 +7,8 @@ touches the store built from the same options, and the one place that reaches in
   AWS_DEFAULT_REGION) and AWS_REGION, which it does not (added here as region_name). A masked
   value (`***`, read back from a checkpoint) counts as not given.
 - http endpoints: litdata moves chunks through obstore, which refuses plain http unless told
-  otherwise; `HttpS3Downloader` (registered for s3:// on import) allows it when the endpoint is
-  http, for the build's uploads and the readers' downloads alike.
+  otherwise; `AllowHttp` (mixed into the s3:// downloader on import) allows it when the endpoint
+  is http, for the build's uploads and the readers' downloads alike.
 - Staging: each build stages its chunks in its own temporary folder (`private_staging`).
 - The completion record: `put_if_absent` writes it in one conditional step (S3 `If-None-Match: *`,
   GCS generation 0), so a published record is never replaced.
@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 
 from litdata.streaming.client import S3Client
 from litdata.streaming.downloader import (
+    _DOWNLOADERS,
     S3Downloader,
     _build_obstore_s3_store,
     _cached_obstore_store,
@@ -78,14 +79,29 @@ def _http_capable_store(bucket: str, client: S3Client) -> Any:
                    client_options={**(store.client_options or {}), "allow_http": True})
 
 
-class HttpS3Downloader(S3Downloader):
-    """litdata's S3 downloader (also its uploader while optimizing), with http endpoints allowed."""
+class AllowHttp:
+    """Mixed into litdata's S3 downloader (also its uploader while optimizing): http endpoints
+    allowed."""
+
+    _client: S3Client
 
     def _get_store(self, bucket: str) -> Any:
         return _cached_obstore_store(self, lambda: _http_capable_store(bucket, self._client))
 
 
-register_downloader("s3://", HttpS3Downloader, overwrite=True)
+def _install() -> None:
+    """Register, for s3://, the downloader registered now with AllowHttp mixed in (so that
+    another wrapper of litdata's downloaders, before or after this one, keeps working)."""
+    current = _DOWNLOADERS.get("s3://", S3Downloader)
+    if issubclass(current, AllowHttp):
+        return
+    name = f"AllowHttp{current.__name__}"
+    mixed = type(name, (AllowHttp, current), {"__module__": __name__, "__qualname__": name})
+    globals()[name] = mixed  # picklable by name (spawned workers)
+    register_downloader("s3://", mixed, overwrite=True)
+
+
+_install()
 
 
 @contextlib.contextmanager
