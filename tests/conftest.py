@@ -27,8 +27,10 @@ SYSTEM_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 # Fixture modules registered as plugins: fixtures_runs holds the session fixtures `tiny_run`
 # (a tiny trained run) and `tiny_eval_dir` (its evaluation directory); fixtures_photos holds
-# `photo_files` (photo-like full-size JPEGs from benchmarks/photo_data.py).
-pytest_plugins = ["fixtures_runs", "fixtures_browser", "fixtures_photos", "cpu_times"]
+# `photo_files` (photo-like full-size JPEGs from benchmarks/photo_data.py); fixtures_s3 holds
+# `s3_server` (a throw-away S3-compatible SeaweedFS server on loopback); cpu_times adds
+# `--cpu-times=FILE` (docs/contributing.md).
+pytest_plugins = ["fixtures_runs", "fixtures_browser", "fixtures_photos", "fixtures_s3", "cpu_times"]
 
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 os.environ.setdefault("WANDB_SILENT", "true")

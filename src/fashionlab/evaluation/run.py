@@ -43,6 +43,7 @@ from fashionlab.inference.embed import extract
 from fashionlab.inference.labels import label_names, predicted_indices
 from fashionlab.models.build import resolved_config
 from fashionlab.provenance import git_info
+from fashionlab.redaction import config_secrets, masked_argv, masked_config, scrub_files
 from fashionlab.retrieval.catalogue import EMBEDDINGS_FILE, GALLERY_FILE, INDEX_FILE
 from fashionlab.retrieval.index import build_index, save_index, search
 from fashionlab.retrieval.manifest import make_manifest, write_manifest
@@ -305,6 +306,8 @@ def publish(staging: Path, out: Path) -> None:
 def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     out = Path(cfg.paths.output_dir)
+    secrets = config_secrets(cfg)
+    scrub_files((out / ".hydra").glob("*.yaml"), secrets)  # Hydra saved the command line
     check_run_folder(out, kind="evaluation")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -317,8 +320,9 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     settings = wandb_settings(cfg, loaded.cfg, training_wandb_info(loaded.path), out,
                               checkpoint_run_dir(loaded.path))
     if settings is not None:
-        run = log_to_wandb(settings, out, report, loaded.tasks,
-                           {name: out / path.name for name, path in figures.items()}, resolved_config(cfg))
+        figure_files = {name: out / path.name for name, path in figures.items()}
+        with masked_argv(secrets):  # the W&B run starts here and records the command line
+            run = log_to_wandb(settings, out, report, loaded.tasks, figure_files, resolved_config(cfg))
         log_lineage_and_tables(run, cfg, out, report, loaded.path, samples)
     log.info("evaluation folder: %s", out)
     return report
@@ -390,7 +394,7 @@ def write_evaluation(cfg: DictConfig, out: Path, staging: Path, started: float,
     manifest.update(training_data_fingerprint=data_check["training_data_fingerprint"],
                     data_changed=data_check["data_changed"])
     manifest["embedding"] = embedding
-    manifest["data"] = OmegaConf.to_container(data_cfg, resolve=True)
+    manifest["data"] = masked_config({"data": OmegaConf.to_container(data_cfg, resolve=True)})["data"]
     write_manifest(staging, manifest)
 
     figures = {f"confusion_{t.name}": plot_confusion(

@@ -14,6 +14,7 @@ from fashionlab.models.embedding import build_embedding
 from fashionlab.models.losses import MultiTaskLoss
 from fashionlab.models.module import MultiTaskClassifier
 from fashionlab.models.multitask import MultiTaskNet, feature_dim
+from fashionlab.redaction import masked_config
 from fashionlab.tasks import TaskSpec
 
 
@@ -37,9 +38,10 @@ class Deferred:
 
 
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:
-    """The run's config as plain, resolved containers (Hydra's own node left out)."""
+    """The run's config as plain, resolved containers (Hydra's own node left out), secrets masked
+    (what checkpoints, W&B and reports keep; see fashionlab.redaction)."""
     keys = [k for k in cfg if k != "hydra"]
-    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
+    return masked_config(OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True))
 
 
 def _plain(node: Any) -> dict[str, Any] | None:

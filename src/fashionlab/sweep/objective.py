@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna_integration import PyTorchLightningPruningCallback
 
 from fashionlab.errors import ConfigError
+from fashionlab.redaction import masked_config
 from fashionlab.sweep.space import sample, to_overrides
 from fashionlab.sweep.wandb_logging import configure_trial_run
 from fashionlab.training.run import train
@@ -117,8 +118,8 @@ class Objective:
         cfg = compose_train_config(self.conf_dir, overrides, run_dir)
         configure_trial_run(cfg, str(self.sweep.study_name), trial, params)
         (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]),
-                       run_dir / ".hydra" / "config.yaml")
+        plain = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
+        OmegaConf.save(OmegaConf.create(masked_config(plain)), run_dir / ".hydra" / "config.yaml")
         OmegaConf.save(OmegaConf.create({"hydra": cfg.hydra}), run_dir / ".hydra" / "hydra.yaml")
         OmegaConf.save(OmegaConf.create(overrides), run_dir / ".hydra" / "overrides.yaml")
 

@@ -14,6 +14,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.trial import TrialState
 
+from fashionlab.redaction import config_secrets, mask_text, masked_argv, scrub_files
 from fashionlab.sweep.faults import heartbeat, requeue_interrupted, tell_result
 from fashionlab.sweep.objective import Objective, check_train_overrides, train_overrides
 from fashionlab.sweep.report import summary, write_report
@@ -92,9 +93,13 @@ def run_sweep(cfg: DictConfig) -> dict[str, Any]:
 
     url = storage_url(sweep, sweep_dir)
     scrub_password(url, sweep_dir)
+    # what the sweep writes (its folder, the study, W&B) shows the trials' storage secrets masked
+    secrets = config_secrets(base_cfg)
+    scrub_files((sweep_dir / ".hydra").glob("*.yaml"), secrets)
+    shown = [mask_text(override, secrets) for override in overrides]
     study, storage = open_study(sweep, sweep_dir)
     log.info("study %r in %s; sweep folder %s", study.study_name, redact(url), sweep_dir)
-    record_train_overrides(study, overrides, sweep_dir)
+    record_train_overrides(study, shown, sweep_dir)
     objective = Objective(sweep, space, base_cfg, conf_dir, sweep_dir)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.monotonic()
@@ -116,9 +121,10 @@ def run_sweep(cfg: DictConfig) -> dict[str, Any]:
         with heartbeat(storage, trial):
             run_trial(study, storage, trial, objective, max_retry)
 
-    write_report(study, base_cfg, str(sweep.metric), sweep_dir, overrides)
+    write_report(study, base_cfg, str(sweep.metric), sweep_dir, shown)
     result = dict(summary(study))
-    log_study_summary(study, base_cfg, sweep_dir, str(sweep.metric), result, overrides)
+    with masked_argv(secrets):
+        log_study_summary(study, base_cfg, sweep_dir, str(sweep.metric), result, shown)
     log.info("study %r: %d trials (%d complete, %d pruned, %d failed); best %s = %s (trial %s)",
              result["study"], result["trials"], result["complete"], result["pruned"], result["fail"],
              sweep.metric, result["best_value"], result["best_trial"])

@@ -6,7 +6,6 @@ import contextlib
 import fcntl
 import json
 import logging
-import re
 import time
 import warnings
 from collections.abc import Iterator
@@ -17,9 +16,9 @@ import optuna
 import sqlalchemy.exc
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
-from sqlalchemy.engine import make_url
 
 from fashionlab.errors import ConfigError
+from fashionlab.redaction import redact_url, scrub_files, url_password
 
 log = logging.getLogger(__name__)
 
@@ -40,26 +39,15 @@ def quiet_experimental() -> Iterator[None]:
 
 def redact(url: str) -> str:
     """`url` with its password, if any, shown as `***` (for logs, messages and saved configs)."""
-    try:
-        parsed = make_url(url)
-    except (sqlalchemy.exc.ArgumentError, ValueError):
-        return re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", url)
-    return url if parsed.password is None else parsed.render_as_string(hide_password=True)
+    return redact_url(url)
 
 
 def scrub_password(url: str, folder: Path) -> None:
     """Replace the password of `url` in the saved Hydra configs of `folder` (a password written
     into a config file rather than given on the command line or through the environment)."""
-    try:
-        password = make_url(url).password
-    except (sqlalchemy.exc.ArgumentError, ValueError):
-        return
-    if not password:
-        return
-    for path in (folder / ".hydra").glob("*.yaml"):
-        text = path.read_text()
-        if password in text:
-            path.write_text(text.replace(password, "***"))
+    password = url_password(url)
+    if password:
+        scrub_files((folder / ".hydra").glob("*.yaml"), [password])
 
 
 def storage_url(sweep: DictConfig, sweep_dir: Path) -> str:

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from fashionlab.config_safety import check_targets
 from fashionlab.errors import ConfigError
 from fashionlab.inference.checkpoint import read_checkpoint
+from fashionlab.redaction import masked_config
 from fashionlab.rundir import checkpoint_run_dir
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def record_resume(run_dir: Path, cfg: DictConfig, resume: Resume) -> None:
     keys (e.g. trainer.max_epochs); Hydra itself leaves an existing record untouched."""
     record = run_dir / ".hydra" / "config.yaml"
     if resume.changed and record.parent.is_dir():
-        OmegaConf.save(cfg, record)
+        OmegaConf.save(OmegaConf.create(masked_config(OmegaConf.to_container(cfg, resolve=True))), record)
         log.info("%s: updated for the resume (%s)", record, ", ".join(resume.changed))
 
 

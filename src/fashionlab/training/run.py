@@ -23,6 +23,7 @@ from fashionlab.models.backbones import check_backbone_name, resolve_image_size,
 from fashionlab.models.build import build_module, resolved_config  # noqa: F401  (resolved_config re-exported)
 from fashionlab.models.module import MultiTaskClassifier
 from fashionlab.provenance import git_info
+from fashionlab.redaction import config_secrets, masked_argv, scrub_files
 from fashionlab.rundir import check_run_folder
 from fashionlab.training.callbacks import FreezeThenUnfreeze, ResumeState
 from fashionlab.training.checkpoint_io import AtomicCheckpointIO
@@ -154,7 +155,9 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
         cfg, resume = begin_resume(cfg)
     prepare_config(cfg)
     run_dir = Path(cfg.paths.output_dir)
+    secrets = config_secrets(cfg)
     if rank_zero_only.rank == 0:
+        scrub_files((run_dir / ".hydra").glob("*.yaml"), secrets)  # Hydra saved them as given
         check_run_folder(run_dir, resuming=resume is not None)
         if resume is not None:
             record_resume(run_dir, cfg, resume)
@@ -175,7 +178,9 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
                  *run_page_callbacks(logger, cfg), *(extra_callbacks or [])]
     trainer = build_trainer(cfg, callbacks, logger, run_dir)
     if isinstance(logger, WandbLogger) and trainer.is_global_zero:
-        logger.experiment.config.update(model.hparams["config"], allow_val_change=True)
+        with masked_argv(secrets):  # the W&B run starts here and records the command line
+            experiment = logger.experiment
+        experiment.config.update(model.hparams["config"], allow_val_change=True)
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 NOT_HPARAMS = ("paths", "hydra", "logger", "callbacks")
 #: Dotted keys (and what is under them) left out too: where the data is and what it declares.
 NOT_HPARAM_PREFIXES = ("data.root", "data.system_dirs", "data.download", "data.md5", "data.mirrors",
-                       "data.tasks")
+                       "data.tasks", "data.cache.storage_options")
 #: The tag prefix of the final metrics in the HParams dashboard.
 METRIC_PREFIX = "hparams/"
 

@@ -4,12 +4,17 @@ atomic completion.
 Layout: `<data.cache.dir>/<key>/<split>/` (litdata chunks + index.json per split) and
 `<key>/cache.json`, the completion record, written last: what the cache was built from, its item
 counts and the SHA-256 of every chunk and index file (checked before use, see `integrity`). A
-folder without the record is a build
-that did not finish (killed, or failed): it is never read, and the next run rebuilds it. A local
-build goes to a temporary sibling `.<key>.partial-<host>-<pid>-<id>` that is renamed to `<key>` once
-complete (a later build removes it when that process is gone);
-an object-store build (`s3://...`, `gs://...`) writes straight to `<key>/` and uploads the record
-last.
+folder without the record is a build that did not finish (killed, or failed): it is never read,
+and the next run rebuilds it. Builds never overwrite a published cache, and two jobs building one
+key at once both end up reading the one that was published first:
+
+- locally, a build goes to a temporary sibling `.<key>.partial-<host>-<pid>-<id>` (record
+  included), published by renaming it to `<key>`, which fails when another build got there first
+  (a later build removes a partial folder once its process is gone);
+- on an object store (`s3://...`, `gs://...`, see `store`), a build writes under its own prefix
+  `<key>/build-<id>/<split>/`, checks that every chunk its indexes name is there, and publishes
+  by writing `<key>/cache.json` (naming its `build_dir`) only if no record exists, in one
+  conditional request; the loser deletes its own prefix.
 
 The key is the SHA-256 of what decides the stored bytes, and only that: the data fingerprint
 (files and the SHA-256 of their content, boxes, labels, tasks, splits), the decoding mode (full or
@@ -22,6 +27,7 @@ differ only in them share a cache.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -42,6 +48,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from fashionlab.data.cache import store
 from fashionlab.data.file_dataset import FileImageDataset
 from fashionlab.data.preprocess import Preprocessing
 from fashionlab.errors import BadImageError, ConfigError
@@ -182,7 +189,9 @@ class CacheRecord:
     data: dict[str, Any]
 
     def split_dir(self, split: str) -> str:
-        return f"{self.location.rstrip('/')}/{self.key}/{split}"
+        build_dir = self.data.get("build_dir")  # an object-store build's own prefix
+        folder = f"{self.key}/{build_dir}" if build_dir else self.key
+        return f"{self.location.rstrip('/')}/{folder}/{split}"
 
     def count(self, split: str) -> int:
         return int(self.data["counts"].get(split, 0))
@@ -199,15 +208,8 @@ def read_record(location: str, key: str, storage_options: Mapping[str, Any] | No
     if not is_remote(location):
         path = Path(target)
         return CacheRecord(location, key, json.loads(path.read_text())) if path.is_file() else None
-    from litdata.streaming.fs_provider import _get_fs_provider
-
-    provider = _get_fs_provider(target, dict(storage_options or {}))
-    if not provider.exists(target):
-        return None
-    with tempfile.TemporaryDirectory() as folder:
-        local = os.path.join(folder, RECORD)
-        provider.download_file(target, local)
-        return CacheRecord(location, key, json.loads(Path(local).read_text()))
+    data = store.read_bytes(target, storage_options)
+    return None if data is None else CacheRecord(location, key, json.loads(data))
 
 
 def _start_method() -> str | None:
@@ -221,15 +223,18 @@ def _optimize_split(writer: ItemWriter, count: int, output_dir: str, settings: C
 
     workers = max(1, min(int(settings.workers or os.cpu_count() or 1), count))
     log.info("data cache: writing %s (%d images, %d workers) to %s", split, count, workers, output_dir)
+    remote = is_remote(output_dir)
+    options = store.client_options(output_dir, settings.storage_options) if remote else {}
     # litdata prints its steps and an advertisement ("Create an account on lightning.ai") on stdout
     # for every split: to the debug log instead (its progress bar, on stderr, stays)
-    with contextlib.redirect_stdout(_DebugLines("litdata: %s")):
+    with store.private_staging(), contextlib.redirect_stdout(_DebugLines("litdata: %s")):
         litdata.optimize(
             fn=writer, inputs=list(range(count)), output_dir=output_dir, num_workers=workers,
             chunk_bytes=settings.chunk_bytes, keep_data_ordered=True, reorder_files=False,
-            start_method=_start_method(), mode="overwrite" if is_remote(output_dir) else None,
-            storage_options=dict(settings.storage_options), verbose=True,
+            start_method=_start_method(), storage_options=options, verbose=True,
         )
+    if remote:
+        _check_uploaded(output_dir, settings)
 
 
 class _DebugLines(io.StringIO):
@@ -248,6 +253,17 @@ class _DebugLines(io.StringIO):
         return len(text)
 
 
+def _check_uploaded(split_dir: str, settings: CacheSettings) -> None:
+    """Raise unless the split's index.json and every chunk it names are on the store."""
+    names = store.list_names(split_dir, settings.storage_options)
+    index = store.read_bytes(f"{split_dir}/index.json", settings.storage_options)
+    chunks = [chunk["filename"] for chunk in json.loads(index)["chunks"]] if index else []
+    missing = [name for name in ["index.json", *chunks] if name not in names]
+    if missing:
+        raise RuntimeError(f"data cache: the build in {split_dir} is incomplete on the store "
+                           f"(missing {', '.join(missing[:3])}); nothing was published")
+
+
 def _bad_images(bad_dir: Path, split: str) -> list[dict[str, Any]]:
     found = [json.loads(p.read_text()) for p in bad_dir.glob("*.json")]
     return [{"split": split, **item} for item in sorted(found, key=lambda item: item["position"])]
@@ -264,8 +280,10 @@ def build_cache(location: str, key: str, inputs: Mapping[str, Any],
     started = time.time()
     remote = is_remote(location)
     final = f"{location.rstrip('/')}/{key}"
+    build_dir = f"build-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
     if remote:
-        root = final
+        store.scheme(location)
+        root = f"{final}/{build_dir}"
     else:
         Path(location).mkdir(parents=True, exist_ok=True)
         for stale in Path(location).glob(f".{key}.partial-*"):
@@ -290,8 +308,7 @@ def build_cache(location: str, key: str, inputs: Mapping[str, Any],
             bad += found
             counts[split] = len(source) - len(found)
     if bad and on_bad_image == "error":
-        if not remote:
-            shutil.rmtree(root, ignore_errors=True)
+        _remove(root, remote, settings)
         first = bad[0]
         more = f" (and {len(bad) - 1} more bad file(s))" if len(bad) > 1 else ""
         raise BadImageError(first["path"], f"{first['reason']} (found while building the data cache)"
@@ -311,10 +328,23 @@ def build_cache(location: str, key: str, inputs: Mapping[str, Any],
             files.update(split_files(root, split, settings.storage_options))
     data = {**inputs, "key": key, "counts": counts, "listed": listed, "bad_images": bad, "files": files,
             "litdata": litdata.__version__, "build_seconds": round(time.time() - started, 1)}
-    _complete(root, final, data, remote, settings)
-    log.info("data cache: %s complete (%s) in %.0f s", final,
-             ", ".join(f"{s}={n}" for s, n in counts.items()), time.time() - started)
-    return CacheRecord(location, key, data)
+    if remote:
+        data["build_dir"] = build_dir
+    published = _complete(root, final, data, remote, settings)
+    if published is data:
+        log.info("data cache: %s complete (%s) in %.0f s", final,
+                 ", ".join(f"{s}={n}" for s, n in counts.items()), time.time() - started)
+    else:
+        log.info("data cache: another build published %s meanwhile: reusing it (this build removed)",
+                 final)
+    return CacheRecord(location, key, published)
+
+
+def _remove(root: str, remote: bool, settings: CacheSettings) -> None:
+    if remote:
+        store.delete_folder(root, settings.storage_options)
+    else:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _abandoned(name: str) -> bool:
@@ -332,22 +362,36 @@ def _abandoned(name: str) -> bool:
     return False
 
 
-def _complete(root: str, final: str, data: dict[str, Any], remote: bool, settings: CacheSettings) -> None:
-    """Write the record last; a local build is then renamed into place in one step."""
+def _complete(root: str, final: str, data: dict[str, Any], remote: bool,
+              settings: CacheSettings) -> dict[str, Any]:
+    """Publish the build in `root` as the cache `final` in one atomic step, unless another build
+    published it first: the published record's data (`data` itself when this build won)."""
     if remote:
-        from litdata.streaming.fs_provider import _get_fs_provider
-
-        with tempfile.TemporaryDirectory() as folder:
-            local = Path(folder) / RECORD
-            write_json(local, data, sort_keys=True)
-            _get_fs_provider(final, dict(settings.storage_options)).upload_file(
-                str(local), f"{final}/{RECORD}")
-        return
+        text = json.dumps(data, indent=2, sort_keys=True).encode()
+        if store.put_if_absent(f"{final}/{RECORD}", text, settings.storage_options):
+            return data
+        _remove(root, remote, settings)
+        winner = store.read_bytes(f"{final}/{RECORD}", settings.storage_options)
+        if winner is None:
+            raise RuntimeError(f"data cache: {final}/{RECORD} exists and cannot be read")
+        return json.loads(winner)
     write_json(Path(root) / RECORD, data, sort_keys=True)
     target = Path(final)
-    if (target / RECORD).is_file():  # another process completed the same cache meanwhile
-        shutil.rmtree(root, ignore_errors=True)
-        return
-    if target.exists():  # an incomplete folder under the final name: never read, replaced
-        shutil.rmtree(target)
-    os.replace(root, target)
+    for _ in range(5):
+        try:
+            os.rename(root, target)  # fails when `target` holds anything: one build wins
+            return data
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        if (target / RECORD).is_file():  # another build won: its cache is the one
+            shutil.rmtree(root, ignore_errors=True)
+            return json.loads((target / RECORD).read_text())
+        # an incomplete folder under the final name (never read): moved aside, then removed
+        aside = target.with_name(f".{target.name}.stale-{uuid.uuid4().hex[:8]}")
+        try:
+            os.rename(target, aside)
+        except FileNotFoundError:
+            continue
+        shutil.rmtree(aside, ignore_errors=True)
+    raise RuntimeError(f"data cache: could not publish {root} as {target}")

@@ -124,4 +124,6 @@ def download_file(url: str, local_path: str, storage_options: Mapping[str, Any] 
     """Copy the object-store file `url` to `local_path`."""
     from litdata.streaming.fs_provider import _get_fs_provider
 
-    _get_fs_provider(url, dict(storage_options or {})).download_file(url, local_path)
+    from fashionlab.data.cache.store import client_options
+
+    _get_fs_provider(url, client_options(url, storage_options)).download_file(url, local_path)

@@ -37,6 +37,7 @@ from fashionlab.data.array_dataset import label_tensor
 from fashionlab.data.cache import litdata_hooks
 from fashionlab.data.cache.build import decode_jpeg, is_remote
 from fashionlab.data.cache.integrity import INDEX, check_file, check_index, way_out
+from fashionlab.data.cache.store import client_options
 from fashionlab.errors import CacheError
 
 # litdata logs its disk budget and read mode at INFO each time a loader starts: keep it to warnings.
@@ -150,7 +151,8 @@ class CachedSplit(StreamingDataset):
             self._check_index(str(Path(input_dir) / INDEX), str(Path(input_dir) / INDEX))
         super().__init__(input_dir, cache_dir=cache_dir, shuffle=shuffle, seed=int(seed),
                          drop_last=False if _DistributedEnv.detect().world_size == 1 else None,
-                         storage_options=dict(storage_options or {}),
+                         storage_options=client_options(input_dir, storage_options)
+                         if is_remote(input_dir) else {},
                          serializers=litdata_hooks.refusing_serializers())
         if remote:  # the copy litdata reads (downloaded now, or by an earlier run)
             self._check_index(os.path.join(self.input_dir.path, INDEX), f"{input_dir.rstrip('/')}/{INDEX}")
