@@ -55,3 +55,7 @@ class RunFolderError(FashionlabError, FileNotFoundError):
 
 class DataChangedError(FashionlabError, ValueError):
     """The data differs from the data a checkpoint was trained on (fingerprint or split items)."""
+
+
+class DistributedJoinError(FashionlabError):
+    """A process of a multi-process launch could not join the others (training.join_timeout_s)."""

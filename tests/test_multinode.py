@@ -1,0 +1,103 @@
+"""Multi-node training as a cluster scheduler launches it: every process is started by the scheduler
+with RANK, LOCAL_RANK, NODE_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT, all with the same pinned
+hydra.run.dir (docs/recipes_and_scaling.md). Only global rank 0 claims and writes the run folder,
+whichever process starts first; a rank whose peers never come fails within training.join_timeout_s."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_cache_training import QUIET, cached_folder_run, confusion_total, small_folder
+from test_resume import script_env
+
+from conftest import ROOT, tiny_overrides
+
+TESTS = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def node_env(rank: int, port: int) -> dict[str, str]:
+    """What a scheduler gives each single-process node of a 2-node job."""
+    return script_env(RANK=str(rank), LOCAL_RANK="0", NODE_RANK=str(rank), WORLD_SIZE="2",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+
+def start_node(rank: int, port: int, args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(TESTS / "record_batches.py"), *args], cwd=ROOT,
+                            env=node_env(rank, port), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finish(node: subprocess.Popen, timeout: float) -> tuple[int, str]:
+    try:
+        _, err = node.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        node.kill()
+        _, err = node.communicate()
+        return -9, f"killed after {timeout} s: " + err[-3000:]
+    return node.returncode, err
+
+
+@pytest.mark.slow
+def test_two_nodes_share_one_pinned_run_folder_in_either_start_order(tmp_path):
+    root, cache = small_folder(tmp_path / "images"), tmp_path / "cache"
+    for first in (1, 0):  # the other node starts about 3 s later; the test holds whatever the order
+        run = tmp_path / f"run-rank{first}-first"
+        args = [*cached_folder_run(root, cache), *QUIET, "data.num_workers=0", "trainer=ddp",
+                "trainer.accelerator=cpu", "trainer.devices=1", "trainer.num_nodes=2",
+                "trainer.max_epochs=1", "training.join_timeout_s=300", f"hydra.run.dir={run}"]
+        port = free_port()
+        nodes = {first: start_node(first, port, args)}
+        time.sleep(3)
+        nodes[1 - first] = start_node(1 - first, port, args)
+        done = {rank: finish(node, 600) for rank, node in nodes.items()}
+        assert all(rc == 0 for rc, _ in done.values()), done
+
+        seen = [json.loads((run / f"seen-0-{rank}.json").read_text()) for rank in (0, 1)]
+        assert len(seen[0]) == len(seen[1]) == 15  # ceil(29 / 2): one item repeated, none dropped
+        assert set(seen[0] + seen[1]) == set(range(29))
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert (metrics["data_num_train"], metrics["data_num_val"], metrics["data_num_test"]) == (29, 5, 6)
+        assert confusion_total(run, "val", "label") == 5
+        assert confusion_total(run, "test", "label") == 6
+        # one record of the launch (rank 0's) and one log file; nothing else named after a rank
+        assert len(list(run.glob("*.log"))) == 1
+        assert sorted(p.name for p in run.glob(".*")) == [".hydra"]
+        assert len(list(run.rglob("metrics.json"))) == 1
+
+
+@pytest.mark.slow
+def test_a_rank_whose_peers_never_come_fails_within_the_join_timeout(fmnist_dir, tmp_path):
+    run = tmp_path / "run"
+    args = [*tiny_overrides(fmnist_dir, run), "backbone.pretrained=false", "data.image_size=32",
+            "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.num_nodes=2",
+            "training.join_timeout_s=3"]
+    node = subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, env=node_env(1, free_port()),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    rc, err = finish(node, 300)  # without a join timeout it would wait 30 minutes (torch's default)
+    assert rc == 2, err[-3000:]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err[-3000:]
+    assert lines[0].startswith("error: rank 1 of 2") and "training.join_timeout_s=3" in lines[0]
+    assert not run.exists() or not any(run.iterdir())  # a rank other than 0 writes nothing there
+
+
+def test_rank_zero_alone_gives_up_at_the_join_timeout():
+    from fashionlab.errors import DistributedJoinError
+    from fashionlab.training.multinode import join_peers
+
+    started = time.monotonic()
+    with pytest.raises(DistributedJoinError, match=r"rank 0 of 2: 1 of 2 processes joined"):
+        join_peers("127.0.0.1", free_port(), rank=0, world_size=2, timeout_s=1.0)
+    assert time.monotonic() - started < 60
