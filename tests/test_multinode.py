@@ -28,9 +28,10 @@ def free_port() -> int:
 
 
 def node_env(rank: int, port: int) -> dict[str, str]:
-    """What a scheduler gives each single-process node of a 2-node job."""
+    """What a scheduler gives each single-process node of a 2-node job (and one thread each: the
+    nodes share this machine's cores)."""
     return script_env(RANK=str(rank), LOCAL_RANK="0", NODE_RANK=str(rank), WORLD_SIZE="2",
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
 
 
 def start_node(rank: int, port: int, args: list[str]) -> subprocess.Popen:
@@ -51,19 +52,25 @@ def finish(node: subprocess.Popen, timeout: float) -> tuple[int, str]:
 
 @pytest.mark.slow
 def test_two_nodes_share_one_pinned_run_folder_in_either_start_order(tmp_path):
-    root, cache = small_folder(tmp_path / "images"), tmp_path / "cache"
-    for first in (1, 0):  # the other node starts about 3 s later; the test holds whatever the order
-        run = tmp_path / f"run-rank{first}-first"
-        args = [*cached_folder_run(root, cache), *QUIET, "data.num_workers=0", "trainer=ddp",
-                "trainer.accelerator=cpu", "trainer.devices=1", "trainer.num_nodes=2",
-                "trainer.max_epochs=1", "training.join_timeout_s=300", f"hydra.run.dir={run}"]
-        port = free_port()
-        nodes = {first: start_node(first, port, args)}
-        time.sleep(3)
-        nodes[1 - first] = start_node(1 - first, port, args)
-        done = {rank: finish(node, 600) for rank, node in nodes.items()}
-        assert all(rc == 0 for rc, _ in done.values()), done
+    root = small_folder(tmp_path / "images")
+    runs, nodes = {}, {}
+    for first in (1, 0):  # both launches at once, each with its own port, cache and run folder
+        run = runs[first] = tmp_path / f"run-rank{first}-first"
+        args = [*cached_folder_run(root, tmp_path / f"cache-{first}"), *QUIET, "data.num_workers=0",
+                "backbone.name=test_resnet", "trainer=ddp", "trainer.accelerator=cpu",
+                "trainer.devices=1", "trainer.num_nodes=2", "trainer.max_epochs=1",
+                "training.join_timeout_s=300", f"hydra.run.dir={run}"]
+        nodes[first] = (args, free_port(), {first: None})
+    for first, (args, port, launch) in nodes.items():
+        launch[first] = start_node(first, port, args)
+    time.sleep(3)  # the other node of each launch starts about 3 s later (whatever the actual order)
+    for first, (args, port, launch) in nodes.items():
+        launch[1 - first] = start_node(1 - first, port, args)
+    done = {(first, rank): finish(node, 600) for first, (_, _, launch) in nodes.items()
+            for rank, node in launch.items()}
+    assert all(rc == 0 for rc, _ in done.values()), done
 
+    for run in runs.values():
         seen = [json.loads((run / f"seen-0-{rank}.json").read_text()) for rank in (0, 1)]
         assert len(seen[0]) == len(seen[1]) == 15  # ceil(29 / 2): one item repeated, none dropped
         assert set(seen[0] + seen[1]) == set(range(29))
@@ -80,9 +87,9 @@ def test_two_nodes_share_one_pinned_run_folder_in_either_start_order(tmp_path):
 @pytest.mark.slow
 def test_a_rank_whose_peers_never_come_fails_within_the_join_timeout(fmnist_dir, tmp_path):
     run = tmp_path / "run"
-    args = [*tiny_overrides(fmnist_dir, run), "backbone.pretrained=false", "data.image_size=32",
-            "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.num_nodes=2",
-            "training.join_timeout_s=3"]
+    args = [*tiny_overrides(fmnist_dir, run), "backbone.pretrained=false", "backbone.name=test_resnet",
+            "data.image_size=32", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1",
+            "trainer.num_nodes=2", "training.join_timeout_s=3"]
     node = subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, env=node_env(1, free_port()),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     rc, err = finish(node, 300)  # without a join timeout it would wait 30 minutes (torch's default)
