@@ -51,7 +51,7 @@ IMAGE = {canonicalize_name(n) for n in [
 #: optional backends, the reference metric implementation that only tests use (scikit-learn, via PML's
 #: extras). boto3 is among them because litdata imports it whenever litdata loads: the prepared data cache
 #: (data.cache.dir) cannot be read or built with the kit alone (botocore's wheel is 16.7 MiB, and the kit
-#: with it is 123 MiB, more than two 64 MiB commands hold beside the working tree); the readers and image
+#: with it is 124 MiB, more than two 64 MiB commands hold beside the working tree); the readers and image
 #: tables import litdata only where a cache is used, so they work (benchmarks/gpu_env_check.py checks both).
 LEFT_OUT = {canonicalize_name(n) for n in [
     "streamlit", "plotly", "optuna", "optuna-integration", "wandb", "boto3", "botocore", "s3transfer",

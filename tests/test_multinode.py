@@ -6,6 +6,7 @@ whichever process starts first; a rank whose peers never come fails within train
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -108,3 +109,26 @@ def test_rank_zero_alone_gives_up_at_the_join_timeout():
     with pytest.raises(DistributedJoinError, match=r"rank 0 of 2: 1 of 2 processes joined"):
         join_peers("127.0.0.1", free_port(), rank=0, world_size=2, timeout_s=1.0)
     assert time.monotonic() - started < 60
+
+
+@pytest.mark.parametrize(("env", "zero"), [
+    ({}, True),
+    ({"RANK": "0", "LOCAL_RANK": "0", "NODE_RANK": "0"}, True),
+    ({"RANK": "1", "LOCAL_RANK": "0", "NODE_RANK": "1"}, False),  # a scheduler's or torchrun's rank 1
+    ({"LOCAL_RANK": "1"}, False),                  # a process Lightning's launcher started
+    ({"NODE_RANK": "1"}, False),                   # Lightning's launch on the second node
+    ({"SLURM_PROCID": "3", "SLURM_NTASKS": "4"}, False),
+    ({"SLURM_PROCID": "0", "SLURM_NTASKS": "4"}, True),
+])
+def test_only_the_launchers_global_rank_zero_writes_hydras_record_and_log(monkeypatch, tmp_path,
+                                                                           env, zero):
+    from fashionlab import rundir
+
+    for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert rundir.launched_as_rank_zero() is zero
+    folder = str(tmp_path / "run")
+    assert rundir.hydra_subdir(folder) == (".hydra" if zero else None)
+    assert rundir.rank_zero_file(f"{folder}/train.log") == (f"{folder}/train.log" if zero else os.devnull)
