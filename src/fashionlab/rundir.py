@@ -3,13 +3,19 @@
 Defines the OmegaConf resolvers that `conf/hydra/default.yaml` uses (registered by
 `fashionlab.resolvers.register` when `fashionlab` is imported):
 `fl_run_dir` (a new `<date>_<time>_<6 hex>` folder, or a checkpoint's own run folder when
-`ckpt_path` is set), `fl_new_dir` (a new folder under a base, e.g. a multirun's sweep folder)
-and `fl_hydra_subdir` (`.hydra`, or null when the folder already has a `.hydra/config.yaml`, so
-that a resumed or refused launch never overwrites the record of the run that owns the folder).
+`ckpt_path` is set), `fl_new_dir` (a new folder under a base, e.g. a multirun's sweep folder),
+`fl_hydra_subdir` (`.hydra`, or null when the folder already has a `.hydra/config.yaml`, so
+that a resumed or refused launch never overwrites the record of the run that owns the folder) and
+`fl_rank_zero_file` (the job's log file, or the null device in a process that is not global rank 0).
+
+Under a multi-process launch every process composes the config with the same run folder; only the
+process its launcher announces as global rank 0 (`launched_as_rank_zero`) claims that folder and
+writes Hydra's record and log file into it, whichever process starts first.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 from datetime import datetime
 from pathlib import Path
@@ -52,9 +58,34 @@ def new_dir(base: str) -> str:
     return str(Path(base) / unique_stamp())
 
 
+def launched_as_rank_zero() -> bool:
+    """Whether this process is global rank 0 as its launcher announced it in the environment:
+    `RANK` (torchrun, a scheduler), else `LOCAL_RANK` and `NODE_RANK`/`GROUP_RANK` (processes
+    Lightning starts, one launch per node), else `SLURM_PROCID` (srun), else
+    `JSM_NAMESPACE_RANK` (LSF); a process started alone is rank 0."""
+    env = os.environ
+    if env.get("RANK", "").strip():
+        return int(env["RANK"]) == 0
+    if any(env.get(k, "").strip() for k in ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK")):
+        return all(int(env.get(k) or 0) == 0 for k in ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK"))
+    for key in ("SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if env.get(key, "").strip():
+            return int(env[key]) == 0
+    return True
+
+
+def rank_zero_file(path: str) -> str:
+    """`path` in global rank 0, the null device in the other processes of a launch (Hydra's log
+    file: one per run, written by the process that owns the folder)."""
+    return path if launched_as_rank_zero() else os.devnull
+
+
 def hydra_subdir(output_dir: str) -> str | None:
     """Where Hydra saves the launch's config: `.hydra`, or nowhere (None) when the folder already
-    holds one (a resumed run keeps its original record; a refused launch leaves it untouched)."""
+    holds one (a resumed run keeps its original record; a refused launch leaves it untouched) or
+    when this process is not global rank 0 (the record is rank 0's)."""
+    if not launched_as_rank_zero():
+        return None
     key = str(Path(output_dir).absolute())
     if key not in _HYDRA_SUBDIR:
         exists = (Path(key) / ".hydra" / "config.yaml").is_file()
@@ -82,4 +113,5 @@ def check_run_folder(run_dir: Path, resuming: bool = False, kind: str = "run") -
             f"hydra.run.dir (or leave it unset for a new folder){hint}")
 
 
-RESOLVERS = {"fl_run_dir": run_dir_for, "fl_new_dir": new_dir, "fl_hydra_subdir": hydra_subdir}
+RESOLVERS = {"fl_run_dir": run_dir_for, "fl_new_dir": new_dir, "fl_hydra_subdir": hydra_subdir,
+             "fl_rank_zero_file": rank_zero_file}

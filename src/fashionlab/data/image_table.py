@@ -34,7 +34,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 from fashionlab.data.cache.build import CacheRecord, CacheSettings
 from fashionlab.data.cache.integrity import split_hashes
 from fashionlab.data.cache.prepare import positions_after_drops, prepare_cache
-from fashionlab.data.cache.streaming import CachedSplit
 from fashionlab.data.datamodule import SPLITS, MultiTaskDataModule
 from fashionlab.data.file_dataset import FileImageDataset
 from fashionlab.data.table import balance as balancing
@@ -247,7 +246,10 @@ class ImageTableDataModule(MultiTaskDataModule):
                       persistent: bool = True) -> DataLoader:
         """A StreamingDataLoader over the cached `split` (train: shuffled by (seed, epoch),
         ranks padded to equal shares; else each item once, see data.cache.streaming)."""
+        # (litdata, and with it boto3, load only where a cache is read: the readers import without them)
         from litdata import StreamingDataLoader
+
+        from fashionlab.data.cache.streaming import CachedSplit
 
         self.setup()
         record = self.cache_record

@@ -38,7 +38,7 @@ RESUME_SAFE = (
     "trainer.profiler", "callbacks.progress_bar", "callbacks.lr_monitor",
     "callbacks.early_stopping", "data.root", "data.system_dirs", "data.download", "data.mirrors",
     "data.pin_memory", "data.eval_batch_size", "data.prefetch_factor", "data.cache.workers",
-    "data.cache.storage_options",
+    "data.cache.storage_options", "training.join_timeout_s",
 )
 #: Keys a resumed run may change, with a warning: the run continues, but no longer retraces the
 #: uninterrupted run exactly (other hardware, or augmentation spread over other workers).

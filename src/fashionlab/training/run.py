@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -11,22 +12,22 @@ import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fashionlab.config_safety import check_resume_path
 from fashionlab.data.datamodule import MultiTaskDataModule
 from fashionlab.data.loader_settings import check_workers
-from fashionlab.errors import ConfigError
+from fashionlab.errors import ConfigError, DistributedJoinError
 from fashionlab.fileio import write_json
 from fashionlab.models.backbones import check_backbone_name, resolve_image_size, resolve_preprocessing
 from fashionlab.models.build import build_module, resolved_config  # noqa: F401  (resolved_config re-exported)
 from fashionlab.models.module import MultiTaskClassifier
 from fashionlab.provenance import git_info
 from fashionlab.redaction import config_secrets, masked_argv, scrub_files
-from fashionlab.rundir import check_run_folder
+from fashionlab.rundir import check_run_folder, launched_as_rank_zero
 from fashionlab.training.callbacks import FreezeThenUnfreeze, ResumeState
 from fashionlab.training.checkpoint_io import AtomicCheckpointIO
+from fashionlab.training.multinode import join_launch
 from fashionlab.training.reporting import (
     TrainingStats,
     finish_wandb,
@@ -41,6 +42,8 @@ from fashionlab.training.tensorboard_hparams import log_hparams
 from fashionlab.training.wandb_logging import run_page_callbacks, update_run_summary
 
 log = logging.getLogger(__name__)
+#: How long a process of a scheduler's launch waits for the others (training.join_timeout_s).
+DEFAULT_JOIN_TIMEOUT_S = 600.0
 
 
 def build_datamodule(cfg: DictConfig) -> MultiTaskDataModule:
@@ -80,7 +83,7 @@ NUMERIC_KEYS: dict[str, type] = {
     "trainer.accumulate_grad_batches": int, "trainer.log_every_n_steps": int,
     "data.batch_size": int, "data.eval_batch_size": int,
     "training.freeze_epochs": int, "training.backbone_lr_scale": float,
-    "optimizer.lr": float, "optimizer.weight_decay": float,
+    "optimizer.lr": float, "optimizer.weight_decay": float, "training.join_timeout_s": float,
 }
 
 
@@ -92,6 +95,8 @@ def check_numbers(cfg: DictConfig) -> None:
         if value is not None and (isinstance(value, bool) or not isinstance(value, allowed)):
             what = "a whole number" if kind is int else "a number"
             raise ConfigError(f"{key}={value!r} must be {what}")
+    if OmegaConf.select(cfg, "training.join_timeout_s", default=1) <= 0:
+        raise ConfigError(f"training.join_timeout_s={cfg.training.join_timeout_s} must be above 0")
     check_workers(OmegaConf.select(cfg, "data.num_workers", default=0))  # a count or auto
 
 
@@ -156,7 +161,8 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
     prepare_config(cfg)
     run_dir = Path(cfg.paths.output_dir)
     secrets = config_secrets(cfg)
-    if rank_zero_only.rank == 0:
+    rank_zero = launched_as_rank_zero()  # only global rank 0 claims and writes the run folder
+    if rank_zero:
         scrub_files((run_dir / ".hydra").glob("*.yaml"), secrets)  # Hydra saved them as given
         check_run_folder(run_dir, resuming=resume is not None)
         if resume is not None:
@@ -171,7 +177,7 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
     compile_backbone(model, cfg.training.get("compile", False),
                      cfg.training.get("compile_backend", "inductor"))
     logger = build_logger(cfg)
-    if resume is not None and rank_zero_only.rank == 0:
+    if resume is not None and rank_zero:
         keep_csv_history(logger, resume)
     stats = TrainingStats()
     callbacks = [*build_callbacks(cfg, has_logger=bool(logger)), stats,
@@ -182,7 +188,7 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
             experiment = logger.experiment
         experiment.config.update(model.hparams["config"], allow_val_change=True)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    fit(trainer, model, datamodule, cfg)
 
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
@@ -219,3 +225,25 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
         log.info("run folder: %s", run_dir)
         log.info("%s", summarise(metrics, [k for k in metrics if k.endswith("/acc")]))
     return metrics
+
+
+def fit(trainer: L.Trainer, model: MultiTaskClassifier, datamodule: MultiTaskDataModule,
+        cfg: DictConfig) -> None:
+    """trainer.fit, after joining the other processes of a scheduler's launch (at most
+    training.join_timeout_s); a process that loses them before the process group exists stops
+    with one line instead of torch's traceback."""
+    import torch.distributed as dist
+
+    timeout_s = float(cfg.training.get("join_timeout_s", DEFAULT_JOIN_TIMEOUT_S))
+    join_launch(trainer, timeout_s)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    except dist.DistError as err:
+        if dist.is_available() and dist.is_initialized():
+            raise
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise DistributedJoinError(
+            f"rank {trainer.global_rank} of {trainer.world_size} lost the other processes while "
+            f"starting the process group at {os.environ.get('MASTER_ADDR')}:"
+            f"{os.environ.get('MASTER_PORT')} ({first}); see the first failing process's error"
+        ) from err
