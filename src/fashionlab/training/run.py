@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from fashionlab.config_safety import check_resume_path
 from fashionlab.data.datamodule import MultiTaskDataModule
@@ -22,6 +22,7 @@ from fashionlab.fileio import write_json
 from fashionlab.models.backbones import check_backbone_name, resolve_image_size, resolve_preprocessing
 from fashionlab.models.build import build_module, resolved_config  # noqa: F401  (resolved_config re-exported)
 from fashionlab.models.module import MultiTaskClassifier
+from fashionlab.models.steps import AUTO, resolve_freeze_epochs
 from fashionlab.provenance import git_info
 from fashionlab.rundir import check_run_folder
 from fashionlab.training.callbacks import FreezeThenUnfreeze, ResumeState
@@ -78,7 +79,7 @@ NUMERIC_KEYS: dict[str, type] = {
     "seed": int, "trainer.max_epochs": int, "trainer.min_epochs": int, "trainer.max_steps": int,
     "trainer.accumulate_grad_batches": int, "trainer.log_every_n_steps": int,
     "data.batch_size": int, "data.eval_batch_size": int,
-    "training.freeze_epochs": int, "training.backbone_lr_scale": float,
+    "training.backbone_lr_scale": float,
     "optimizer.lr": float, "optimizer.weight_decay": float,
 }
 
@@ -92,6 +93,27 @@ def check_numbers(cfg: DictConfig) -> None:
             what = "a whole number" if kind is int else "a number"
             raise ConfigError(f"{key}={value!r} must be {what}")
     check_workers(OmegaConf.select(cfg, "data.num_workers", default=0))  # a count or auto
+    freeze = OmegaConf.select(cfg, "training.freeze_epochs", default=None)
+    if freeze not in (AUTO, None) and (isinstance(freeze, bool) or not isinstance(freeze, int) or freeze < 0):
+        raise ConfigError(f"training.freeze_epochs={freeze!r} must be a whole number >= 0 or auto "
+                          f"(1 for pretrained weights, 0 for a randomly initialised backbone)")
+
+
+def settle_freeze_epochs(cfg: DictConfig) -> int:
+    """Replace training.freeze_epochs=auto by its number (models.steps.resolve_freeze_epochs) and
+    say so; warn when an explicit number freezes a randomly initialised backbone."""
+    pretrained = bool(cfg.backbone.get("pretrained", True))
+    asked = cfg.training.get("freeze_epochs", AUTO)
+    epochs = resolve_freeze_epochs(asked, pretrained)
+    with open_dict(cfg):
+        cfg.training.freeze_epochs = epochs
+    if asked == AUTO:
+        log.info("training.freeze_epochs=auto: %d (%s)", epochs,
+                 "pretrained backbone" if pretrained else "random initialisation: nothing to freeze")
+    elif epochs > 0 and not pretrained:
+        log.warning("training.freeze_epochs=%d freezes a randomly initialised backbone "
+                    "(backbone.pretrained=false): the heads train on random features", epochs)
+    return epochs
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[Callback], logger: Any,
@@ -114,6 +136,7 @@ def prepare_config(cfg: DictConfig) -> DictConfig:
     check_numbers(cfg)
     check_backbone_name(cfg.backbone.name)
     check_speed_settings(cfg)
+    settle_freeze_epochs(cfg)
     resolve_image_size(cfg.data, cfg.backbone)
     resolve_preprocessing(cfg.data, cfg.backbone)
     monitor_task = str(cfg.training.monitor).split("/")
@@ -164,6 +187,8 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
     datamodule = build_datamodule(cfg)
     datamodule.report_dir = str(run_dir)
     model = build_model(cfg, datamodule)
+    weights_source = getattr(model.net.backbone, "weights_source", "unknown")
+    log.info("backbone %s: weights from %s", cfg.backbone.name, weights_source)
     apply_matmul_precision(cfg)
     compile_backbone(model, cfg.training.get("compile", False),
                      cfg.training.get("compile_backend", "inductor"))
@@ -200,6 +225,7 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
             data_fingerprint=datamodule.fingerprint(),
             **datamodule.data_stats(),
             backbone=str(cfg.backbone.name),
+            backbone_weights=weights_source,
             best_checkpoint=best,
             epochs_completed=int(trainer.current_epoch),
             global_step=int(trainer.global_step),
