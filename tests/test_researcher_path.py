@@ -8,7 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
+from fixtures_images import write_tree
 
+from fashionlab.errors import ConfigError, DataFormatError
 from fashionlab.models.backbones import create_backbone
 from fashionlab.training.callbacks import FreezeThenUnfreeze
 from fashionlab.training.run import build_callbacks, prepare_config
@@ -35,8 +37,6 @@ def test_freeze_epochs_auto_freezes_only_transferred_weights(compose_cfg, fmnist
 
 
 def test_freeze_epochs_must_be_a_count_or_auto(compose_cfg, fmnist_dir, tmp_path):
-    from fashionlab.errors import ConfigError
-
     with pytest.raises(ConfigError, match=r"training\.freeze_epochs='often'"):
         prepare_config(compose_cfg([*tiny_overrides(fmnist_dir, tmp_path),
                                     "training.freeze_epochs=often"]))
@@ -102,3 +102,58 @@ def test_plot_labels_fall_back_to_run_names_when_settings_do_not_tell_runs_apart
     c = run_folder(tmp_path / "c", {**same, "seed": 1}, {}, 0.7)
     labels = setting_labels(load_comparison([a, b, c]))
     assert labels == ["seed=1\n(c)", "seed=1\n(b)", "seed=–"]
+
+
+def folder_data(compose_cfg, root: Path, tmp_path: Path, *extra: str):
+    """The image_folder data module of `root`, its table prepared (no training)."""
+    from hydra.utils import instantiate
+
+    cfg = compose_cfg(["data=image_folder", f"data.root={root}", "data.val_size=0.2",
+                       "data.test_size=0.2", "logger=none", f"hydra.run.dir={tmp_path / 'run'}", *extra])
+    data = instantiate(cfg.data, _recursive_=False)
+    data.prepare_table()
+    return data
+
+
+def test_a_class_folder_too_small_for_every_split_is_an_error_naming_it(compose_cfg, tmp_path):
+    write_tree(tmp_path / "photos", {"shirt": 10, "shoe": 10, "bag": 1})
+    with pytest.raises(DataFormatError) as err:
+        folder_data(compose_cfg, tmp_path / "photos", tmp_path)
+    message = str(err.value)
+    assert f"class folder {tmp_path / 'photos' / 'bag'}/: 1 image(s) (train 1, val 0, test 0)" in message
+    assert "shirt" not in message and "data.balance.min_count=N" in message
+    # configured: dropped and listed in the balance report
+    data = folder_data(compose_cfg, tmp_path / "photos", tmp_path, "data.balance.min_count=3")
+    assert data.prepare_table().tasks[0].classes == ("shirt", "shoe")
+    assert data.prepare_table().balance["dropped_rare"] == 1
+
+
+def test_an_empty_class_folder_is_an_error_unless_rare_classes_are_dropped(compose_cfg, tmp_path):
+    write_tree(tmp_path / "photos", {"shirt": 10, "shoe": 10})
+    (tmp_path / "photos" / "bag").mkdir()
+    with pytest.raises(DataFormatError, match=r"without images: .*photos/bag/ \(0 images\)"):
+        folder_data(compose_cfg, tmp_path / "photos", tmp_path)
+    data = folder_data(compose_cfg, tmp_path / "photos", tmp_path, "data.balance.min_count=3")
+    assert data.read_report["empty_class_folders"] == [str(tmp_path / "photos" / "bag")]
+
+
+def test_per_class_metrics_over_no_test_item_are_missing_not_zero():
+    import torch
+
+    from fashionlab.evaluation.classification import per_class_table
+    from fashionlab.models.metrics import TaskMetrics
+    from fashionlab.tasks import TaskSpec
+    from fashionlab.training.reporting import task_tables
+
+    task = TaskSpec(name="label", kind="multiclass", classes=("a", "b", "c"))
+    probs = torch.tensor([[0.9, 0.1, 0.0], [0.1, 0.8, 0.1], [0.2, 0.1, 0.7]])
+    targets = torch.tensor([0, 1, 1])  # no item of class c; c predicted once
+    table = per_class_table(task, probs, targets)
+    assert table["f1"].isna().tolist() == [False, False, True]
+    assert table["recall"].isna().tolist() == [False, False, True]
+    assert table["support"].tolist() == [1, 2, 0]
+    metrics = TaskMetrics(task)
+    metrics.update_probs(probs, targets)
+    f1, _ = task_tables(task, metrics.details())
+    assert f1["f1"].isna().tolist() == [False, False, True]
+    assert f1["support"].tolist() == [1, 2, 0]
