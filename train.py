@@ -8,11 +8,13 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from fashionlab.entrypoint import hydra_entry
+from fashionlab.preflight import check_train_paths
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
 
-@hydra_entry(config_name="train")
+# check_train_paths: a missing data.root or checkpoint is reported before torch loads
+@hydra_entry(config_name="train", preflight=check_train_paths)
 def main(cfg: DictConfig) -> float | None:
     """Returns the monitored metric, so Hydra sweepers can optimise it."""
     # Imported here: config errors are reported before torch loads, and Lightning's loggers

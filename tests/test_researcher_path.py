@@ -15,7 +15,7 @@ from fashionlab.models.backbones import create_backbone
 from fashionlab.training.callbacks import FreezeThenUnfreeze
 from fashionlab.training.run import build_callbacks, prepare_config
 
-from conftest import tiny_overrides
+from conftest import run_script, tiny_overrides
 
 
 def _freeze_epochs(cfg) -> int:
@@ -157,3 +157,23 @@ def test_per_class_metrics_over_no_test_item_are_missing_not_zero():
     f1, _ = task_tables(task, metrics.details())
     assert f1["f1"].isna().tolist() == [False, False, True]
     assert f1["support"].tolist() == [1, 2, 0]
+
+
+@pytest.mark.parametrize(("script", "args", "expected"), [
+    ("train.py", ["data=image_folder", "data.root=/nonexistent/photos"],
+     "error: data.root=/nonexistent/photos: folder not found"),
+    ("train.py", ["ckpt_path=/nonexistent/last.ckpt"],
+     "error: checkpoint not found: /nonexistent/last.ckpt"),
+    ("evaluate.py", ["ckpt_path=/nonexistent/best.ckpt"],
+     "error: checkpoint not found: /nonexistent/best.ckpt"),
+])
+def test_missing_paths_are_reported_before_torch_is_imported(script, args, expected, tmp_path):
+    """`-X importtime` lists every module the interpreter imported (on stderr): torch is not
+    among them when the error is printed."""
+    proc = run_script("-X", "importtime", script, *args, f"hydra.run.dir={tmp_path / 'run'}",
+                      timeout=300)
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert lines[-1] == expected
+    imported = {line.rsplit("|", 1)[-1].strip() for line in lines if line.startswith("import time:")}
+    assert "omegaconf" in imported and not {"torch", "timm", "lightning"} & imported

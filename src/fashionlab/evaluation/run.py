@@ -54,27 +54,11 @@ from fashionlab.retrieval.metrics import (
     relevance,
     relevant_counts,
 )
-from fashionlab.rundir import check_run_folder, unique_stamp
+from fashionlab.rundir import check_run_folder, eval_dir_for  # noqa: F401  (eval_dir_for: re-exported)
 from fashionlab.tasks import TaskSpec, tasks_to_config
 from fashionlab.wandb_utils import finish_wandb
 
 log = logging.getLogger(__name__)
-
-
-def eval_dir_for(ckpt_path: str, log_dir: str, stamp: str | None = None) -> str:
-    """Hydra run dir of an evaluation: `<run dir>/eval/<stamp>` next to the checkpoint's run,
-    or `<log_dir>/evaluate/runs/<stamp>` when the checkpoint does not exist. The stamp defaults
-    to `<date>_<time>_<6 hex>`, drawn once per process (unique across processes)."""
-    stamp = stamp or unique_stamp()
-    path = Path(str(ckpt_path)).expanduser()
-    if path.is_file():
-        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-        return str(run_dir / "eval" / stamp)
-    return str(Path(log_dir) / "evaluate" / "runs" / stamp)
-
-
-if not OmegaConf.has_resolver("fl_eval_dir"):
-    OmegaConf.register_new_resolver("fl_eval_dir", eval_dir_for)
 
 
 #: Keys of evaluate.yaml's `data:` block that steer the evaluation rather than the data module.
