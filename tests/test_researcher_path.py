@@ -177,3 +177,17 @@ def test_missing_paths_are_reported_before_torch_is_imported(script, args, expec
     assert lines[-1] == expected
     imported = {line.rsplit("|", 1)[-1].strip() for line in lines if line.startswith("import time:")}
     assert "omegaconf" in imported and not {"torch", "timm", "lightning"} & imported
+
+
+def test_evaluate_headline_has_the_figures_report_md_leads_with(tiny_eval_dir):
+    """evaluate.py logs these lines last, before `evaluation folder: <path>`."""
+    from fashionlab.evaluation.report import headline
+
+    report = json.loads((tiny_eval_dir / "report.json").read_text())
+    lines = headline(report)
+    acc = report["classification"]["article"]["acc"]
+    f1 = report["classification"]["article"]["f1_macro"]
+    p_at_1 = report["retrieval"]["metrics"]["article"]["precision_at_1"]
+    assert lines[0].startswith(f"test classification: article acc {acc:.4f}, macro-F1 {f1:.4f}; category")
+    assert lines[1].startswith(f"retrieval (gallery train, queries test): article P@1 {p_at_1:.4f}, R@1 ")
+    assert "mAP@R" in lines[1]

@@ -35,7 +35,7 @@ from fashionlab.evaluation.protocol import (
     retrieval_view,
     with_data_protocol,
 )
-from fashionlab.evaluation.report import log_to_wandb, wandb_settings, write_report_md
+from fashionlab.evaluation.report import headline, log_to_wandb, wandb_settings, write_report_md
 from fashionlab.evaluation.wandb_logging import RetrievalSamples, log_lineage_and_tables
 from fashionlab.fileio import write_json
 from fashionlab.inference.checkpoint import LoadedCheckpoint, load_checkpoint
@@ -284,6 +284,8 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
         run = log_to_wandb(settings, out, report, loaded.tasks,
                            {name: out / path.name for name, path in figures.items()}, resolved_config(cfg))
         log_lineage_and_tables(run, cfg, out, report, loaded.path, samples)
+    for line in headline(report):  # the console ends with the figures, then the folder
+        log.info("%s", line)
     log.info("evaluation folder: %s", out)
     return report
 
