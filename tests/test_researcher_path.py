@@ -5,12 +5,15 @@ checkpoints are stored once, evaluate.py prints its figures, path errors come ea
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
 from fixtures_images import write_tree
+from lightning.pytorch.callbacks import Callback
 
-from fashionlab.errors import ConfigError, DataFormatError
+from fashionlab.errors import ConfigError, DataFormatError, RunFolderError
+from fashionlab.experiments.compare import load_comparison, setting_labels
 from fashionlab.models.backbones import create_backbone
 from fashionlab.training.callbacks import FreezeThenUnfreeze
 from fashionlab.training.run import build_callbacks, prepare_config
@@ -74,8 +77,6 @@ def run_folder(folder: Path, config: dict, choices: dict, acc: float) -> Path:
 
 
 def test_compare_shows_every_differing_key_and_labels_plots_with_settings(tmp_path):
-    from fashionlab.experiments.compare import load_comparison, setting_labels
-
     lite0 = {"backbone": "efficientnet_lite0"}
     scratch = run_folder(tmp_path / "runs" / "a", {"backbone": {"name": "lite0", "pretrained": False}},
                          lite0, 0.2)
@@ -94,8 +95,6 @@ def test_compare_shows_every_differing_key_and_labels_plots_with_settings(tmp_pa
 
 
 def test_plot_labels_fall_back_to_run_names_when_settings_do_not_tell_runs_apart(tmp_path):
-    from fashionlab.experiments.compare import load_comparison, setting_labels
-
     same = {"backbone": {"name": "lite0"}}
     a = run_folder(tmp_path / "a", same, {}, 0.5)
     b = run_folder(tmp_path / "b", {**same, "seed": 1}, {}, 0.6)
@@ -191,3 +190,42 @@ def test_evaluate_headline_has_the_figures_report_md_leads_with(tiny_eval_dir):
     assert lines[0].startswith(f"test classification: article acc {acc:.4f}, macro-F1 {f1:.4f}; category")
     assert lines[1].startswith(f"retrieval (gallery train, queries test): article P@1 {p_at_1:.4f}, R@1 ")
     assert "mAP@R" in lines[1]
+
+
+class Boom(Callback):
+    def on_train_start(self, trainer, pl_module):
+        raise RuntimeError("boom: the GPU caught fire")
+
+
+def test_a_failed_run_records_its_error_and_compare_skips_it(compose_cfg, fmnist_dir, tmp_path, caplog):
+    from fashionlab.cli import main as cli
+    from fashionlab.training.run import train
+
+    failed = tmp_path / "multirun" / "1"
+    cfg = compose_cfg([*tiny_overrides(fmnist_dir, failed), "data.image_size=32"])
+    with caplog.at_level(logging.ERROR), pytest.raises(RuntimeError, match="boom"):
+        train(cfg, extra_callbacks=[Boom()])
+    status = json.loads((failed / "status.json").read_text())
+    assert status["status"] == "failed" and status["error"] == "boom: the GPU caught fire"
+    assert "run failed: boom: the GPU caught fire" in caplog.text  # the run's log (train.log)
+    assert not (failed / "metrics.json").exists()
+
+    finished = run_folder(tmp_path / "multirun" / "0", {"seed": 1}, {}, 0.5)
+    (failed / ".hydra").mkdir()
+    comparison = load_comparison([tmp_path / "multirun"])
+    assert [r.path for r in comparison.runs] == [finished.resolve()]
+    assert comparison.skipped == [failed]
+    assert cli(["compare", str(tmp_path / "multirun"), "-o", str(tmp_path / "cmp")]) == 0
+    listing = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert f"- `{failed}`: failed: boom: the GPU caught fire" in listing
+    with pytest.raises(RunFolderError, match=r"not a finished run \(failed: boom"):
+        load_comparison([failed])
+
+
+def test_a_refused_launch_leaves_the_other_runs_folder_alone(compose_cfg, fmnist_dir, tmp_path):
+    from fashionlab.training.run import train
+
+    other = run_folder(tmp_path / "other", {"seed": 1}, {}, 0.5)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(compose_cfg(tiny_overrides(fmnist_dir, other)))
+    assert not (other / "status.json").exists()

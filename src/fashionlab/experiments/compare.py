@@ -17,7 +17,14 @@ from typing import Any
 import pandas as pd
 
 from fashionlab.errors import ConfigError
-from fashionlab.experiments.runs import Run, count_checkpoint_parameters, find_runs, flat_config, load_run
+from fashionlab.experiments.runs import (
+    Run,
+    count_checkpoint_parameters,
+    find_runs,
+    flat_config,
+    load_run,
+    why_skipped,
+)
 
 # Config keys that differ between runs without being a choice of the experiment.
 IGNORED_PREFIXES = ("paths.", "hydra.", "logger.name", "logger.group")
@@ -256,8 +263,8 @@ def run_listing(comparison: Comparison) -> list[str]:
         evaluated = f" (evaluation `{run.eval_dir}`)" if run.eval_dir else ""
         lines.append(f"- `{label}`: `{run.path}`{evaluated}")
     if comparison.skipped:
-        lines += ["", "Skipped (no metrics.json: failed, pruned or unfinished): "
-                  + ", ".join(f"`{p}`" for p in comparison.skipped)]
+        lines += ["", "Skipped (failed, pruned or unfinished):", "",
+                  *(f"- `{p}`: {why_skipped(p)}" for p in comparison.skipped)]
     return lines
 
 

@@ -160,16 +160,47 @@ def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None,
     tags the trial's run with its state, then finishes it).
     """
     exit_code = 1
+    claimed: list[Path] = []  # the run folder, once this run may write into it
     try:
-        metrics = _train(cfg, extra_callbacks)
+        metrics = _train(cfg, extra_callbacks, claimed)
         exit_code = 0
         return metrics
+    except BaseException as err:
+        if claimed and rank_zero_only.rank == 0:
+            record_failure(claimed[0], err)
+        raise
     finally:
         if finish_wandb_run:
             finish_wandb(exit_code)
 
 
-def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str, Any]:
+STATUS_FILE = "status.json"
+
+
+def write_status(run_dir: Path, status: str, **fields: Any) -> None:
+    """<run>/status.json: running (from the start; a killed run keeps it), finished, failed or
+    interrupted, with the time and, for a failure, the one-line error."""
+    write_json(run_dir / STATUS_FILE, {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                       **fields})
+
+
+def record_failure(run_dir: Path, err: BaseException) -> None:
+    """Write the failure into the run folder: status.json (failed or interrupted, with the error
+    in one line) and the error in the run's log (train.log)."""
+    from fashionlab.entrypoint import error_message
+
+    interrupted = isinstance(err, KeyboardInterrupt)
+    message = "interrupted (KeyboardInterrupt)" if interrupted else error_message(err)
+    try:
+        write_status(run_dir, "interrupted" if interrupted else "failed", error=message,
+                     error_type=type(err).__name__)
+    except OSError as write_error:  # the original error matters more
+        log.warning("could not write %s: %s", run_dir / STATUS_FILE, write_error)
+    log.error("run failed: %s", message)
+
+
+def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None,
+           claimed: list[Path]) -> dict[str, Any]:
     started = time.time()
     check_resume_path(cfg.get("ckpt_path"))
     resume = None
@@ -183,6 +214,9 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
             record_resume(run_dir, cfg, resume)
     L.seed_everything(cfg.seed, workers=True)
     run_dir.mkdir(parents=True, exist_ok=True)
+    claimed.append(run_dir)
+    if rank_zero_only.rank == 0:
+        write_status(run_dir, "running")
 
     datamodule = build_datamodule(cfg)
     datamodule.report_dir = str(run_dir)
@@ -235,6 +269,7 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
             **git_info(cfg.paths.root_dir),
         )
         write_json(run_dir / "metrics.json", metrics, sort_keys=True)
+        write_status(run_dir, "finished")
         update_run_summary(logger, callbacks, metrics)
         log_hparams(logger, cfg, metrics, int(trainer.global_step))
         log.info("run folder: %s", run_dir)
