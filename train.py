@@ -3,11 +3,14 @@
 A user error (unknown name, missing data, bad value) prints one line `error: ...` and exits 2."""
 
 import os
+import sys
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from fashionlab.entrypoint import hydra_entry
+from fashionlab.entrypoint import error_message, hydra_entry, report_errors
+from fashionlab.errors import FashionlabError
+from fashionlab.experiment_file import resolve_experiment_path
 from fashionlab.preflight import check_train_paths
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
@@ -25,4 +28,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    try:  # experiment=<path>.yaml: an experiment file where it lies (e.g. a sweep's best.yaml)
+        sys.argv[1:] = resolve_experiment_path(sys.argv[1:])
+    except FashionlabError as err:
+        report_errors([error_message(err)])
     main()

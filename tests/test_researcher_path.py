@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from fixtures_images import write_tree
 from lightning.pytorch.callbacks import Callback
+from omegaconf import OmegaConf
 
 from fashionlab.errors import ConfigError, DataFormatError, RunFolderError
 from fashionlab.experiments.compare import load_comparison, setting_labels
@@ -229,3 +230,41 @@ def test_a_refused_launch_leaves_the_other_runs_folder_alone(compose_cfg, fmnist
     with pytest.raises(ConfigError, match="already holds a run"):
         train(compose_cfg(tiny_overrides(fmnist_dir, other)))
     assert not (other / "status.json").exists()
+
+
+@pytest.mark.parametrize(("mode", "linked"), [("max", True), ("min", False)])
+def test_last_ckpt_is_best_ckpt_stored_once_when_the_best_epoch_is_the_last(
+        compose_cfg, fmnist_dir, tmp_path, mode, linked):
+    """Monitoring the step makes the best epoch known: the last (max) or the first (min)."""
+    import torch
+
+    from fashionlab.inference.checkpoint import read_checkpoint
+    from fashionlab.training.run import train
+
+    cfg = compose_cfg([*tiny_overrides(fmnist_dir, tmp_path), "data.image_size=32", "trainer.max_epochs=2",
+                       "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "test=false",
+                       "training.monitor=step", f"training.monitor_mode={mode}"])
+    train(cfg)
+    best, last = tmp_path / "checkpoints" / "best.ckpt", tmp_path / "checkpoints" / "last.ckpt"
+    assert best.samefile(last) is linked
+    assert best.stat().st_nlink == (2 if linked else 1)
+    assert read_checkpoint(last)["epoch"] == 1  # last.ckpt: the latest epoch, whichever is best
+    assert read_checkpoint(best)["epoch"] == (1 if linked else 0)
+    assert sorted(p.name for p in best.parent.iterdir()) == ["best.ckpt", "last.ckpt"]  # no leftovers
+    assert torch.load(last, weights_only=True)["state_dict"].keys() == torch.load(
+        best, weights_only=True)["state_dict"].keys()
+
+
+def test_train_takes_a_sweeps_best_yaml_where_it_lies(tmp_path):
+    best = tmp_path / "sweeps" / "lr" / "best.yaml"
+    best.parent.mkdir(parents=True)
+    best.write_text("# @package _global_\ndefaults:\n  - override /backbone: resnet50\n"
+                    "optimizer:\n  lr: 0.0123\ntraining:\n  freeze_epochs: 0\n")
+    proc = run_script("train.py", f"experiment={best}", "trainer.max_epochs=7", "--cfg", "job", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cfg = OmegaConf.create(proc.stdout)
+    assert cfg.optimizer.lr == 0.0123 and cfg.backbone.name == "resnet50"
+    assert cfg.trainer.max_epochs == 7 and cfg.experiment_file == str(best)
+    missing = run_script("train.py", f"experiment={tmp_path / 'nope.yaml'}", timeout=300)
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == f"error: experiment={tmp_path / 'nope.yaml'}: no such file"
