@@ -268,3 +268,25 @@ def test_train_takes_a_sweeps_best_yaml_where_it_lies(tmp_path):
     missing = run_script("train.py", f"experiment={tmp_path / 'nope.yaml'}", timeout=300)
     assert missing.returncode == 2
     assert missing.stderr.strip() == f"error: experiment={tmp_path / 'nope.yaml'}: no such file"
+
+
+def test_progress_lines_are_logged_when_stdout_is_not_a_terminal(compose_cfg, fmnist_dir, tmp_path,
+                                                                  caplog, monkeypatch):
+    import io
+
+    from fashionlab.training.progress_log import ProgressLog
+    from fashionlab.training.run import train
+
+    monkeypatch.setattr("sys.stdout", io.StringIO())  # redirected output: not a terminal
+    cfg = compose_cfg([*tiny_overrides(fmnist_dir, tmp_path), "data.image_size=32",
+                       "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "test=false",
+                       "callbacks.progress_log.every_s=0"])
+    with caplog.at_level(logging.INFO, logger="fashionlab.training.progress_log"):
+        train(cfg)
+    lines = [r.getMessage() for r in caplog.records if r.name == "fashionlab.training.progress_log"]
+    assert [line.split(",")[1] for line in lines] == [
+        " step 1/3 (batch 1/3)", " step 2/3 (batch 2/3)", " step 3/3 (batch 3/3)", " step 3/3 (end of epoch)"]
+    assert all(line.startswith("epoch 1/1, step ") and " images/s" in line for line in lines)
+    assert ", ETA 0s" in lines[-1]
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True, raising=False)
+    assert ProgressLog(when="auto").enabled is False and ProgressLog(when="always").enabled is True
