@@ -63,8 +63,9 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[Callback]:
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     if not has_logger:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    callbacks.append(FreezeThenUnfreeze(cfg.training.freeze_epochs,
-                                        cfg.training.train_bn_when_frozen))
+    freeze = resolve_freeze_epochs(cfg.training.get("freeze_epochs"),
+                                   bool(cfg.backbone.get("pretrained", True)))
+    callbacks.append(FreezeThenUnfreeze(freeze, cfg.training.train_bn_when_frozen))
     return callbacks
 
 
@@ -187,10 +188,10 @@ def write_status(run_dir: Path, status: str, **fields: Any) -> None:
 def record_failure(run_dir: Path, err: BaseException) -> None:
     """Write the failure into the run folder: status.json (failed or interrupted, with the error
     in one line) and the error in the run's log (train.log)."""
-    from fashionlab.entrypoint import error_message
-
     interrupted = isinstance(err, KeyboardInterrupt)
-    message = "interrupted (KeyboardInterrupt)" if interrupted else error_message(err)
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    message = ("interrupted (KeyboardInterrupt)" if interrupted
+               else lines[0] if lines else type(err).__name__)
     try:
         write_status(run_dir, "interrupted" if interrupted else "failed", error=message,
                      error_type=type(err).__name__)
