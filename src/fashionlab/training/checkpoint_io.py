@@ -72,6 +72,12 @@ class LinkedLastCheckpoint(ModelCheckpoint):
     (AtomicCheckpointIO), that breaks the link and leaves best.ckpt as it was. Where hard links
     are not supported (or the path is remote), last.ckpt is written as a copy."""
 
+    @property
+    def state_key(self) -> str:
+        """ModelCheckpoint's key, so that its state in checkpoints written with Lightning's class
+        (and theirs in these) is restored on resume."""
+        return "ModelCheckpoint" + super().state_key.removeprefix(type(self).__qualname__)
+
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         super().on_validation_end(trainer, pl_module)
         if not self._should_save_on_train_epoch_end(trainer):
