@@ -26,6 +26,7 @@ SCRIPTS = {"train.py": "train", "evaluate.py": "evaluate", "sweep.py": "sweep"}
 DELIBERATE_ERRORS = ("backbone=nosuch", "trainer.nosuch=1", "search_space=nosuch", "data=fashion_nope")
 # <run>, ..., $VAR, and a choice of forms such as file.(pth|safetensors)
 PLACEHOLDER = re.compile(r"<[^>]*>|\.\.\.|…|\$\{?[A-Z_]+|\([^)]*\|[^)]*\)")
+SHELL = (">", "2>", "|", "&", ";", "<")
 COMMAND = re.compile(r"python (train|evaluate|sweep)\.py\b([^`\n|]*)")
 INLINE = re.compile(r"`([^`\n]+)`")
 # A standalone override: a dotted lower-case key (or group) = value.
@@ -53,6 +54,8 @@ def documented_commands() -> list[tuple[str, str, list[str]]]:
                     words = shlex.split(args)
                 except ValueError:
                     continue
+                shell = next((i for i, w in enumerate(words) if w.startswith(SHELL)), len(words))
+                words = words[:shell]  # the command, without a redirection or pipe after it
                 where = f"{page.relative_to(ROOT)}:{number}"
                 found.append((where, f"{match.group(1)}.py", words))
     return found
