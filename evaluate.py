@@ -9,13 +9,16 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from fashionlab.entrypoint import hydra_entry
-from fashionlab.evaluation.run import evaluate  # also registers the run-dir resolver fl_eval_dir
+from fashionlab.preflight import check_eval_paths
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
 
-@hydra_entry(config_name="evaluate")
+# check_eval_paths: a missing checkpoint or data.root is reported before torch loads
+@hydra_entry(config_name="evaluate", preflight=check_eval_paths)
 def main(cfg: DictConfig) -> None:
+    from fashionlab.evaluation.run import evaluate  # after Hydra's logging set-up, as in train.py
+
     evaluate(cfg)
 
 

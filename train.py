@@ -3,16 +3,21 @@
 A user error (unknown name, missing data, bad value) prints one line `error: ...` and exits 2."""
 
 import os
+import sys
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from fashionlab.entrypoint import hydra_entry
+from fashionlab.entrypoint import error_message, hydra_entry, report_errors
+from fashionlab.errors import FashionlabError
+from fashionlab.experiment_file import resolve_experiment_path
+from fashionlab.preflight import check_train_paths
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
 
-@hydra_entry(config_name="train")
+# check_train_paths: a missing data.root or checkpoint is reported before torch loads
+@hydra_entry(config_name="train", preflight=check_train_paths)
 def main(cfg: DictConfig) -> float | None:
     """Returns the monitored metric, so Hydra sweepers can optimise it."""
     # Imported here: config errors are reported before torch loads, and Lightning's loggers
@@ -23,4 +28,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    try:  # experiment=<path>.yaml: an experiment file where it lies (e.g. a sweep's best.yaml)
+        sys.argv[1:] = resolve_experiment_path(sys.argv[1:])
+    except FashionlabError as err:
+        report_errors([error_message(err)])
     main()

@@ -91,13 +91,13 @@ def test_multirun_expands_to_its_runs_sorted_by_the_monitored_metric(multirun, t
     assert (tmp_path / "cmp" / "comparison.png").read_bytes().startswith(PNG)
 
 
-def test_a_differing_group_choice_replaces_its_keys_and_min_mode_sorts_ascending(tmp_path):
+def test_a_differing_group_choice_comes_with_its_keys_and_min_mode_sorts_ascending(tmp_path):
     a = fake_run(tmp_path / "a", 0.01, 0.6, backbone="resnet50", monitor="val/loss", mode="min")
     b = fake_run(tmp_path / "b", 0.01, 0.8, monitor="val/loss", mode="min")
     comparison = load_comparison([a, b])
-    assert comparison.config_columns == ["backbone"]
+    assert comparison.config_columns == ["backbone", "backbone.name"]
     assert list(comparison.table["run"]) == ["b", "a"]  # val/loss 0.2 before 0.4
-    assert list(comparison.table.columns[:3]) == ["run", "backbone", "val/loss"]
+    assert list(comparison.table.columns[:4]) == ["run", "backbone", "backbone.name", "val/loss"]
 
 
 def test_retrieval_metrics_come_from_the_newest_evaluation(tmp_path):

@@ -91,7 +91,7 @@ def test_callback_configs(option, compose_cfg, base):
     cfg = compose_cfg([*base, f"callbacks={option}"])
     callbacks = build_callbacks(cfg, has_logger=True)
     names = {type(c).__name__ for c in callbacks}
-    assert {"ModelCheckpoint", "FreezeThenUnfreeze"} <= names
+    assert {"LinkedLastCheckpoint", "FreezeThenUnfreeze", "ProgressLog"} <= names
     assert ("EarlyStopping" in names) == (option == "early_stopping")
 
 

@@ -81,7 +81,7 @@ def test_sweep_applies_command_line_train_overrides_to_every_trial(fmnist_dir, t
         rows = list(csv.DictReader(handle))
     assert [shlex.split(r["user_attrs_train_overrides"]) for r in rows] == [train, train]
     best = (sweep_dir / "best.yaml").read_text()
-    assert f"python train.py experiment=<file name> {shlex.join(train)}" in best
+    assert f"python train.py experiment=<path of this file> {shlex.join(train)}" in best
     assert list(OmegaConf.load(sweep_dir / "train_overrides.yaml")) == train
     assert "optimizer" in OmegaConf.create(best)
 

@@ -318,8 +318,10 @@ def _index_folder(index: str) -> str:
 
 
 def _report_skipped(skipped: list[Path]) -> None:
+    from fashionlab.experiments.runs import why_skipped
+
     for folder in skipped:
-        print(f"skipped (no metrics.json): {folder}", file=sys.stderr)
+        print(f"skipped ({why_skipped(folder)}): {folder}", file=sys.stderr)
 
 
 EXPERIMENT_COMMANDS = {"compare": _compare, "record": _record}

@@ -112,9 +112,13 @@ def report_errors(messages: list[str]) -> NoReturn:
     sys.exit(EXIT_USER_ERROR)
 
 
-def hydra_entry(config_name: str, config_path: str = "conf"
+def hydra_entry(config_name: str, config_path: str = "conf",
+                preflight: Callable[[DictConfig], None] | None = None
                 ) -> Callable[[Callable[[DictConfig], Any]], Callable[[], None]]:
     """`hydra.main` for a project script, with the one-line user-error convention.
+
+    `preflight(cfg)` runs first, before Lightning (and torch) are imported: quick checks such as
+    the paths the run needs (fashionlab.preflight), so their errors come in seconds.
 
     In a multirun (-m) a job's user error does not stop the other jobs: each failed job's error
     is printed at the end (one line each, naming the job's overrides), then the exit status is 2.
@@ -125,8 +129,10 @@ def hydra_entry(config_name: str, config_path: str = "conf"
 
         @functools.wraps(func)  # Hydra finds the script (and conf/) through __wrapped__
         def task(cfg: DictConfig) -> Any:
-            library_logs_to_hydra()
             try:
+                if preflight is not None:
+                    preflight(cfg)
+                library_logs_to_hydra()
                 return func(cfg)
             except USER_ERRORS as err:
                 if full_error_requested():

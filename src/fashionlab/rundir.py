@@ -113,5 +113,17 @@ def check_run_folder(run_dir: Path, resuming: bool = False, kind: str = "run") -
             f"hydra.run.dir (or leave it unset for a new folder){hint}")
 
 
+def eval_dir_for(ckpt_path: str, log_dir: str, stamp: str | None = None) -> str:
+    """Hydra run dir of an evaluation: `<run dir>/eval/<stamp>` next to the checkpoint's run,
+    or `<log_dir>/evaluate/runs/<stamp>` when the checkpoint does not exist. The stamp defaults
+    to `<date>_<time>_<6 hex>`, drawn once per process (unique across processes)."""
+    stamp = stamp or unique_stamp()
+    path = Path(str(ckpt_path)).expanduser()
+    if path.is_file():
+        run_dir = checkpoint_run_dir(path) or path.parent
+        return str(run_dir / "eval" / stamp)
+    return str(Path(log_dir) / "evaluate" / "runs" / stamp)
+
+
 RESOLVERS = {"fl_run_dir": run_dir_for, "fl_new_dir": new_dir, "fl_hydra_subdir": hydra_subdir,
-             "fl_rank_zero_file": rank_zero_file}
+             "fl_rank_zero_file": rank_zero_file, "fl_eval_dir": eval_dir_for}

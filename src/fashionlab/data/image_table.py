@@ -62,6 +62,8 @@ class ImageTableDataModule(MultiTaskDataModule):
     #: {retrieval label: table column}: labels that decide which gallery images are relevant to a
     #: query in evaluation (e.g. an item id), kept for every image whether or not a task uses them.
     retrieval_label_columns: ClassVar[Mapping[str, str]] = {}
+    #: A class of the split task that cannot be in every split is an error (else a warning).
+    strict_class_splits: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -128,6 +130,10 @@ class ImageTableDataModule(MultiTaskDataModule):
             raise DataNotFoundError(f"data.root={self.root}: folder not found")
         return self.root
 
+    def describe_class(self, name: str) -> str:
+        """How an error names a class of the split task (a reader may name its folder)."""
+        return f"class {name!r}"
+
     # ---- pipeline -----------------------------------------------------------------------
     def resolve_tasks(self) -> list[TaskSpec]:
         return self.prepare_table().tasks
@@ -159,6 +165,14 @@ class ImageTableDataModule(MultiTaskDataModule):
         split_of = split.assign_splits(table, tasks, targets, self.split_by or self.main_task,
                                        self.val_size, self.test_size, self.seed, self.extra_splits)
         split_of, capped = cap.cap_train(split_of, tasks, targets, self.balance, task, self.seed)
+        if not table.has_official_split(complete=True):
+            # strict for classes found in the user's folders, not for listed or imposed ones (a
+            # checkpoint's, evaluated on other data)
+            split_task = self.split_by or self.main_task
+            found = (self.tasks_cfg.get(split_task) or {}).get("classes") == classes.AUTO
+            split.check_classes_in_splits(tasks, targets, split_of, split_task, self.describe_class,
+                                          strict=self.strict_class_splits and found
+                                          and self._tasks is None)
         keep = split_of != ""
         targets = {t: v[keep] for t, v in targets.items()}
         summary = report.balance_report(

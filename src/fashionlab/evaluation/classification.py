@@ -14,17 +14,23 @@ from fashionlab.tasks import IGNORE_INDEX, TaskSpec
 
 
 def per_class_table(task: TaskSpec, probs: torch.Tensor, targets: torch.Tensor) -> pd.DataFrame:
-    """Precision, recall, F1 (torchmetrics, average="none"; 0 where undefined) and support per
-    class (multilabel: per label, predicted when p > 0.5); targets IGNORE_INDEX are left out."""
+    """Precision, recall, F1 (torchmetrics, average="none") and support per class (multilabel: per
+    label, predicted when p > 0.5); targets IGNORE_INDEX are left out. A value over no item is
+    missing (NaN), not 0: recall and F1 of a class with no test item, precision of a class never
+    predicted."""
     kw = {"task": task.kind, "num_classes": task.num_classes, "num_labels": task.num_classes,
           "average": "none", "ignore_index": IGNORE_INDEX}
     metrics = MetricCollection({"precision": Precision(**kw), "recall": Recall(**kw),
                                 "f1": F1Score(**kw), "stats": StatScores(**kw)})
     metrics.update(probs, targets.long() if task.kind == "multiclass" else targets.int())
     values = metrics.compute()
+    stats = values["stats"].long().numpy()
+    support, predicted = stats[:, 4], stats[:, 0] + stats[:, 1]
+    defined = {"precision": predicted > 0, "recall": support > 0, "f1": support > 0}
     return pd.DataFrame({"class": list(task.classes),
-                         **{k: values[k].double().numpy() for k in ("precision", "recall", "f1")},
-                         "support": values["stats"][:, 4].long().numpy()})
+                         **{k: np.where(defined[k], values[k].double().numpy(), np.nan)
+                            for k in ("precision", "recall", "f1")},
+                         "support": support})
 
 
 def classification_report(tasks: list[TaskSpec], probs: dict[str, np.ndarray],

@@ -51,6 +51,21 @@ def embedding_text(embedding: Mapping[str, Any] | None) -> str:
     return " (pooled backbone features)"
 
 
+def headline(report: Mapping[str, Any]) -> list[str]:
+    """The figures report.md leads with, as console lines: test accuracy and macro-F1 per task,
+    then retrieval P@1, Recall@k and mAP@R per task."""
+    cls, ret = report["classification"], report["retrieval"]
+    lines = ["test classification: " + "; ".join(
+        f"{task} acc {_fmt(m['acc'])}, macro-F1 {_fmt(m['f1_macro'])}" for task, m in cls.items())]
+    ks = list(ret.get("ks", []))
+    lines.append(
+        f"retrieval (gallery {report['gallery_split']}, queries {report['query_split']}): " + "; ".join(
+            f"{task} P@1 {_fmt(m['precision_at_1'])}, "
+            + "".join(f"R@{k} {_fmt(m[f'recall_at_{k}'])}, " for k in ks if f"recall_at_{k}" in m)
+            + f"mAP@R {_fmt(m['map_at_r'])}" for task, m in ret["metrics"].items()))
+    return lines
+
+
 def write_report_md(path: Path, report: Mapping[str, Any], tasks: list[TaskSpec]) -> None:
     """Human-readable tables of report.json."""
     cls, ret = report["classification"], report["retrieval"]

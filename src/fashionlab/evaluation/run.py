@@ -35,7 +35,7 @@ from fashionlab.evaluation.protocol import (
     retrieval_view,
     with_data_protocol,
 )
-from fashionlab.evaluation.report import log_to_wandb, wandb_settings, write_report_md
+from fashionlab.evaluation.report import headline, log_to_wandb, wandb_settings, write_report_md
 from fashionlab.evaluation.wandb_logging import RetrievalSamples, log_lineage_and_tables, training_wandb_info
 from fashionlab.fileio import write_json
 from fashionlab.inference.checkpoint import LoadedCheckpoint, load_checkpoint
@@ -55,27 +55,15 @@ from fashionlab.retrieval.metrics import (
     relevance,
     relevant_counts,
 )
-from fashionlab.rundir import check_run_folder, checkpoint_run_dir, unique_stamp
+from fashionlab.rundir import (  # noqa: F401  (eval_dir_for: re-exported)
+    check_run_folder,
+    checkpoint_run_dir,
+    eval_dir_for,
+)
 from fashionlab.tasks import TaskSpec, tasks_to_config
 from fashionlab.wandb_utils import finish_wandb
 
 log = logging.getLogger(__name__)
-
-
-def eval_dir_for(ckpt_path: str, log_dir: str, stamp: str | None = None) -> str:
-    """Hydra run dir of an evaluation: `<run dir>/eval/<stamp>` next to the checkpoint's run,
-    or `<log_dir>/evaluate/runs/<stamp>` when the checkpoint does not exist. The stamp defaults
-    to `<date>_<time>_<6 hex>`, drawn once per process (unique across processes)."""
-    stamp = stamp or unique_stamp()
-    path = Path(str(ckpt_path)).expanduser()
-    if path.is_file():
-        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-        return str(run_dir / "eval" / stamp)
-    return str(Path(log_dir) / "evaluate" / "runs" / stamp)
-
-
-if not OmegaConf.has_resolver("fl_eval_dir"):
-    OmegaConf.register_new_resolver("fl_eval_dir", eval_dir_for)
 
 
 #: Keys of evaluate.yaml's `data:` block that steer the evaluation rather than the data module.
@@ -324,6 +312,8 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
         with masked_argv(secrets):  # the W&B run starts here and records the command line
             run = log_to_wandb(settings, out, report, loaded.tasks, figure_files, resolved_config(cfg))
         log_lineage_and_tables(run, cfg, out, report, loaded.path, samples)
+    for line in headline(report):  # the console ends with the figures, then the folder
+        log.info("%s", line)
     log.info("evaluation folder: %s", out)
     return report
 

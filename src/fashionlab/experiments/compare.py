@@ -17,7 +17,14 @@ from typing import Any
 import pandas as pd
 
 from fashionlab.errors import ConfigError
-from fashionlab.experiments.runs import Run, count_checkpoint_parameters, find_runs, flat_config, load_run
+from fashionlab.experiments.runs import (
+    Run,
+    count_checkpoint_parameters,
+    find_runs,
+    flat_config,
+    load_run,
+    why_skipped,
+)
 
 # Config keys that differ between runs without being a choice of the experiment.
 IGNORED_PREFIXES = ("paths.", "hydra.", "logger.name", "logger.group")
@@ -60,11 +67,9 @@ def _key(value: Any) -> str:
 
 
 def config_differences(runs: Sequence[Run]) -> pd.DataFrame:
-    """Columns for the config group choices and values that are not the same in every run.
-
-    A value under a group whose choice differs (e.g. `backbone.name` when `backbone` differs) is
-    left out: the choice says it.
-    """
+    """Columns for the config group choices and every config value that is not the same in every
+    run, including the values under a differing group (`backbone.name` beside `backbone`), so a
+    setting such as `backbone.pretrained` shows however it was set."""
     choices = [run.choices for run in runs]
     flats = [flat_config(run.config) for run in runs]
     columns: dict[str, list[Any]] = {}
@@ -72,14 +77,33 @@ def config_differences(runs: Sequence[Run]) -> pd.DataFrame:
         values = [c.get(group) for c in choices]
         if len({_key(v) for v in values}) > 1:
             columns[group] = values
-    differing_groups = tuple(g.replace("/", ".") + "." for g in columns)
     for key in dict.fromkeys(k for f in flats for k in f):
-        if key.startswith(IGNORED_PREFIXES) or key.startswith(differing_groups):
+        if key.startswith(IGNORED_PREFIXES) or key in columns:
             continue
         values = [f.get(key) for f in flats]
         if len({_key(v) for v in values}) > 1:
             columns[key] = [_key(v) if isinstance(v, list | dict) else v for v in values]
     return pd.DataFrame(columns, index=range(len(runs)))
+
+
+def setting_labels(comparison: Comparison, width: int = 48) -> list[str]:
+    """One label per row: the row's values of the differing config keys (`key=value, ...`, wrapped
+    at `width` characters); the run's name where no key differs or two rows would read the same."""
+    table = comparison.table
+    labels = []
+    for i in range(len(table)):
+        items = [f"{c}={_format(c, table[c].iloc[i])}" for c in comparison.config_columns]
+        lines: list[str] = []
+        for item in items:  # whole `key=value` items, as many to a line as fit in `width`
+            if lines and len(lines[-1]) + 2 + len(item) <= width:
+                lines[-1] += f", {item}"
+            else:
+                lines.append(item)
+        labels.append(",\n".join(lines))
+    counts = Counter(labels)
+    return [label if label and counts[label] == 1 else
+            (f"{label}\n({run})" if label else str(run))
+            for label, run in zip(labels, table["run"], strict=True)]
 
 
 def common_monitor(runs: Sequence[Run]) -> tuple[str | None, str]:
@@ -186,7 +210,8 @@ def markdown_table(comparison: Comparison) -> str:
 
 
 def plot_comparison(comparison: Comparison, path: Path) -> Path:
-    """Bar chart per run: the monitored metric and the test accuracy of its task (when tested)."""
+    """Bar chart per run: the monitored metric and the test accuracy of its task (when tested), each
+    bar labelled with the run's differing settings (`setting_labels`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -199,9 +224,11 @@ def plot_comparison(comparison: Comparison, path: Path) -> Path:
         if test_acc != comparison.monitor and test_acc in table and table[test_acc].notna().any():
             panels.append(test_acc)
     panels = panels or [c for c in table.columns if c.startswith("test/")][:1] or ["duration_s"]
-    height = max(2.5, 0.45 * len(table) + 1.2)
-    labels = list(table["run"])[::-1]
-    label_width = 0.075 * max(len(str(label)) for label in labels)  # inches: the run names, drawn once
+    labels = setting_labels(comparison)[::-1]
+    longest = max(len(line) for label in labels for line in label.split("\n"))
+    lines = max(label.count("\n") + 1 for label in labels)
+    height = max(2.5, (0.2 + 0.25 * lines) * len(table) + 1.2)
+    label_width = 0.075 * longest  # inches: the labels, drawn once
     figure, axes = plt.subplots(1, len(panels), figsize=(label_width + 4.5 * len(panels), height),
                                 squeeze=False, sharey=True)
     for ax, column in zip(axes[0], panels, strict=True):
@@ -236,8 +263,8 @@ def run_listing(comparison: Comparison) -> list[str]:
         evaluated = f" (evaluation `{run.eval_dir}`)" if run.eval_dir else ""
         lines.append(f"- `{label}`: `{run.path}`{evaluated}")
     if comparison.skipped:
-        lines += ["", "Skipped (no metrics.json: failed, pruned or unfinished): "
-                  + ", ".join(f"`{p}`" for p in comparison.skipped)]
+        lines += ["", "Skipped (failed, pruned or unfinished):", "",
+                  *(f"- `{p}`: {why_skipped(p)}" for p in comparison.skipped)]
     return lines
 
 

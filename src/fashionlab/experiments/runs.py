@@ -17,6 +17,8 @@ from fashionlab.errors import RunFolderError
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
+# Written by every training run: running, finished, failed or interrupted (with the error).
+STATUS_FILE = "status.json"
 # Interpolations that differ between runs only because the runs live in different folders.
 LOCATION_REFS = ("${paths.", "${hydra:")
 
@@ -51,6 +53,29 @@ def _select(cfg: DictConfig, key: str) -> Any:
         return None
 
 
+def run_status(folder: Path) -> dict[str, Any]:
+    """The run's status.json ({} when absent or unreadable: runs from before it existed)."""
+    try:
+        status = json.loads((folder / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def is_finished(folder: Path) -> bool:
+    """A run with metrics.json whose status.json, if any, does not say it failed."""
+    return (folder / METRICS_FILE).is_file() and run_status(folder).get("status") not in (
+        "failed", "interrupted")
+
+
+def why_skipped(folder: Path) -> str:
+    """Why a run folder is not compared: its status and error, or unfinished."""
+    status = run_status(folder)
+    if status.get("status") in ("failed", "interrupted"):
+        return f"{status['status']}: {status.get('error', 'no error recorded')}"
+    return "unfinished or pruned (no metrics.json)"
+
+
 def _is_run_like(folder: Path) -> bool:
     return (folder / METRICS_FILE).is_file() or (folder / ".hydra").is_dir()
 
@@ -62,7 +87,8 @@ def _job_order(folder: Path) -> tuple[int, str]:
 def find_runs(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
     """(run folders, skipped folders) for the given folders: a folder with metrics.json is a run; a
     Hydra multirun folder (numbered job folders) or a sweep folder (trials/NNNN) expands to its
-    runs, skipping those without metrics.json (failed, pruned or unfinished).
+    runs, skipping those without metrics.json (pruned or unfinished) or whose status.json says
+    they failed (`why_skipped` says which).
 
     RunFolderError names a folder that is neither a run nor holds any finished run.
     """
@@ -72,13 +98,15 @@ def find_runs(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
         folder = Path(given).expanduser()
         if not folder.is_dir():
             raise RunFolderError(f"{folder}: no such folder")
-        if (folder / METRICS_FILE).is_file():
+        if is_finished(folder):
             found = [folder]
+        elif _is_run_like(folder) and (folder / STATUS_FILE).is_file():
+            raise RunFolderError(f"{folder}: not a finished run ({why_skipped(folder)})")
         else:
             below = [d for parent in (folder, folder / "trials") if parent.is_dir()
                      for d in parent.iterdir() if d.is_dir() and _is_run_like(d)]
             below.sort(key=lambda d: (d.parent != folder, *_job_order(d)))
-            found = [d for d in below if (d / METRICS_FILE).is_file()]
+            found = [d for d in below if is_finished(d)]
             skipped += [d for d in below if d not in found]
             if not found:
                 what = (f"none of its {len(below)} runs has finished" if below

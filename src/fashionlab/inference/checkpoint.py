@@ -29,6 +29,7 @@ from fashionlab.errors import CheckpointError
 from fashionlab.fileio import file_digest
 from fashionlab.models.build import build_module
 from fashionlab.models.module import MultiTaskClassifier
+from fashionlab.preflight import checkpoint_file
 from fashionlab.tasks import TaskSpec, tasks_from_config
 
 
@@ -52,13 +53,7 @@ class LoadedCheckpoint:
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """torch.load(weights_only=True) of a local file (URLs are refused) with errors that name it."""
-    path = require_local_path(path)
-    if not path.is_file():
-        hint = ""
-        if path.parent.is_dir():
-            found = sorted(p.name for p in path.parent.glob("*.ckpt"))
-            hint = f" ({path.parent} holds: {', '.join(found) or 'no .ckpt files'})"
-        raise CheckpointError(f"checkpoint not found: {path}{hint}")
+    path = checkpoint_file(path)
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as exc:

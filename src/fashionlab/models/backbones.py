@@ -32,6 +32,7 @@ from torch import nn
 
 from fashionlab.data.preprocess import Preprocessing, has_record
 from fashionlab.errors import ConfigError, PretrainedWeightsNotFoundError, UnknownBackboneError
+from fashionlab.models.lite0_weights import PACKAGE as LITE0_PACKAGE
 from fashionlab.models.lite0_weights import load_lite0_package_state_dict
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 BUNDLED_WEIGHTS: dict[str, Callable[[], Mapping[str, torch.Tensor]]] = {
     "tf_efficientnet_lite0": load_lite0_package_state_dict,
 }
+BUNDLED_PACKAGES: dict[str, str] = {"tf_efficientnet_lite0": LITE0_PACKAGE}
 # Seconds to wait for the weights host to answer (the connection probe, and each socket read of a
 # URL download): a dead network fails within this, a slow but live one keeps downloading.
 NETWORK_TIMEOUT_S = 10.0
@@ -169,29 +171,38 @@ def create_backbone(
     drop_rate: float = 0.0,
     **_: Any,
 ) -> nn.Module:
-    """timm model `name` without classifier (num_classes=0): forward returns pooled features."""
+    """timm model `name` without classifier (num_classes=0): forward returns pooled features.
+
+    The model's `weights_source` attribute says where its weights came from: a file, a bundled
+    package, timm's cache, a download into it, or random initialisation."""
     check_backbone_name(name)
     kwargs: dict[str, Any] = {"num_classes": 0, "drop_rate": drop_rate}
     if not pretrained:
-        return timm.create_model(name, pretrained=False, **kwargs)
+        model = timm.create_model(name, pretrained=False, **kwargs)
+        model.weights_source = "random initialisation (backbone.pretrained=false)"
+        return model
     arch = name.split(".")[0]
     if weights:
         path = Path(weights).expanduser()
         if not path.is_file():
             raise PretrainedWeightsNotFoundError(f"backbone.weights: no such file: {path}")
-        log.info("backbone %s: weights from %s", name, path)
+        source = f"file {path}"
         overlay: dict[str, Any] = {"file": str(path)}
     elif arch in BUNDLED_WEIGHTS:
-        log.info("backbone %s: weights from bundled package", name)
+        source = f"bundled package {BUNDLED_PACKAGES.get(arch, arch)}"
         overlay = {"state_dict": BUNDLED_WEIGHTS[arch]()}
     elif (cached := cached_weights_file(name)) is not None:
-        log.info("backbone %s: weights from cache %s", name, cached)
+        source = f"timm cache {cached}"
         overlay = {"file": str(cached)}
     elif not allow_download:
         raise _ways_out(name, "none in timm's cache, and backbone.allow_download=false")
     else:
-        overlay = {"file": str(download_weights(name))}
-    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+        downloaded = download_weights(name)
+        source = f"download into timm cache {downloaded}"
+        overlay = {"file": str(downloaded)}
+    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+    model.weights_source = source
+    return model
 
 
 @functools.lru_cache(maxsize=64)

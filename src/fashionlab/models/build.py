@@ -14,6 +14,7 @@ from fashionlab.models.embedding import build_embedding
 from fashionlab.models.losses import MultiTaskLoss
 from fashionlab.models.module import MultiTaskClassifier
 from fashionlab.models.multitask import MultiTaskNet, feature_dim
+from fashionlab.models.steps import resolve_freeze_epochs
 from fashionlab.redaction import masked_config
 from fashionlab.tasks import TaskSpec
 
@@ -72,7 +73,8 @@ def build_module(cfg: DictConfig, tasks: list[TaskSpec], pretrained: bool | None
         optimizer=Deferred(cfg.optimizer, build),
         scheduler=Deferred(cfg.scheduler, build) if cfg.get("scheduler") else None,
         backbone_lr_scale=training.get("backbone_lr_scale", 1.0),
-        freeze_epochs=training.get("freeze_epochs", 0),
+        freeze_epochs=resolve_freeze_epochs(training.get("freeze_epochs", 0),
+                                            bool(cfg.backbone.get("pretrained", True))),
         channels_last=cfg.model.get("channels_last", False),
         config=resolved_config(cfg),
         mixup=OmegaConf.to_container(cfg.model.mixup, resolve=True) if cfg.model.get("mixup") else None,

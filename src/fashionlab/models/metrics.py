@@ -15,9 +15,11 @@ from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassConfusionMatrix,
     MulticlassF1Score,
+    MulticlassStatScores,
     MultilabelAccuracy,
     MultilabelConfusionMatrix,
     MultilabelF1Score,
+    MultilabelStatScores,
 )
 
 from fashionlab.models.hierarchy import constrained_predictions
@@ -49,6 +51,7 @@ class TaskMetrics(nn.Module):
                 "f1_weighted": MulticlassF1Score(average="weighted", **kw),
             })
             self.per_class_f1 = MulticlassF1Score(average="none", **kw)
+            self.stats = MulticlassStatScores(average="none", **kw)
             self.confusion = MulticlassConfusionMatrix(**kw) if n <= MAX_CONFUSION_CLASSES else None
         else:
             kw = {"num_labels": n, "ignore_index": IGNORE_INDEX}
@@ -58,6 +61,7 @@ class TaskMetrics(nn.Module):
                 "f1_weighted": MultilabelF1Score(average="weighted", **kw),
             })
             self.per_class_f1 = MultilabelF1Score(average="none", **kw)
+            self.stats = MultilabelStatScores(average="none", **kw)
             self.confusion = MultilabelConfusionMatrix(**kw)
 
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
@@ -69,6 +73,7 @@ class TaskMetrics(nn.Module):
         target = target.long() if self.task.kind == "multiclass" else target.int()
         self.scalars.update(probs, target)
         self.per_class_f1.update(probs, target)
+        self.stats.update(probs, target)
         if self.confusion is not None:
             self.confusion.update(probs, target)
 
@@ -76,14 +81,19 @@ class TaskMetrics(nn.Module):
         return dict(self.scalars.compute())
 
     def details(self) -> dict[str, torch.Tensor]:
-        """Per-class F1 (num_classes,) and the confusion matrix (multilabel: (L, 2, 2); None for a
-        task with more than MAX_CONFUSION_CLASSES classes)."""
-        return {"per_class_f1": self.per_class_f1.compute(),
+        """Per-class F1 (num_classes,; NaN for a class with no item: missing, not 0), the items per
+        class (`support`) and the confusion matrix (multilabel: (L, 2, 2); None for a task with
+        more than MAX_CONFUSION_CLASSES classes)."""
+        support = self.stats.compute()[:, 4]
+        f1 = self.per_class_f1.compute().float()
+        return {"per_class_f1": torch.where(support > 0, f1, torch.full_like(f1, float("nan"))),
+                "support": support,
                 "confusion": None if self.confusion is None else self.confusion.compute()}
 
     def reset(self) -> None:
         self.scalars.reset()
         self.per_class_f1.reset()
+        self.stats.reset()
         if self.confusion is not None:
             self.confusion.reset()
 

@@ -10,6 +10,18 @@ from typing import Any, NamedTuple
 log = logging.getLogger(__name__)
 
 
+AUTO = "auto"
+
+
+def resolve_freeze_epochs(freeze_epochs: Any, pretrained: bool) -> int:
+    """training.freeze_epochs as a number: `auto` is 1 epoch for transferred (pretrained) weights
+    and 0 for a randomly initialised backbone (freezing random features only trains a head on
+    noise); an explicit number is kept as asked."""
+    if freeze_epochs is None or freeze_epochs == AUTO:
+        return 1 if pretrained else 0
+    return int(freeze_epochs)
+
+
 class StepPlan(NamedTuple):
     """Optimizer steps of a fit (`math.inf` when neither max_epochs nor max_steps ends it) and
     the step at which the backbone starts training."""

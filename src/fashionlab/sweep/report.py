@@ -33,12 +33,13 @@ def best_experiment(study: optuna.Study, train_cfg: DictConfig, metric: str,
         "# @package _global_",
         f"# Best trial of study {study.study_name!r}: trial {best.number}, "
         f"{metric} = {best.value:.6g}.",
-        "# Copy into conf/experiment/ and train: python train.py experiment=<file name>",
+        "# Train with it where it lies: python train.py experiment=<path of this file>",
+        "# (or copy it into conf/experiment/ and use experiment=<file name>)",
     ]
     if train_overrides:
         lines += [
             "# The sweep's train overrides (every trial) are not included below; the best trial ran as",
-            f"#   python train.py experiment=<file name> {shlex.join(train_overrides)}",
+            f"#   python train.py experiment=<path of this file> {shlex.join(train_overrides)}",
             f"# train_overrides: {json.dumps(list(train_overrides))}",
         ]
     body = {}

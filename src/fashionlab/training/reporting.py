@@ -71,6 +71,8 @@ def task_tables(
     has too many classes to keep one, see metrics.MAX_CONFUSION_CLASSES)."""
     f1 = pd.DataFrame({"class": list(task.classes),
                        "f1": details["per_class_f1"].cpu().numpy().astype(float)})
+    if details.get("support") is not None:  # F1 is empty (NaN) for a class with no item
+        f1["support"] = details["support"].cpu().numpy().astype(int)
     if details["confusion"] is None:
         return f1, None
     matrix = details["confusion"].cpu().numpy()

@@ -12,7 +12,7 @@ import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import WandbLogger
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from fashionlab.config_safety import check_resume_path
 from fashionlab.data.datamodule import MultiTaskDataModule
@@ -22,6 +22,7 @@ from fashionlab.fileio import write_json
 from fashionlab.models.backbones import check_backbone_name, resolve_image_size, resolve_preprocessing
 from fashionlab.models.build import build_module, resolved_config  # noqa: F401  (resolved_config re-exported)
 from fashionlab.models.module import MultiTaskClassifier
+from fashionlab.models.steps import AUTO, resolve_freeze_epochs
 from fashionlab.provenance import git_info
 from fashionlab.redaction import config_secrets, masked_argv, scrub_files
 from fashionlab.rundir import check_run_folder, launched_as_rank_zero
@@ -66,8 +67,9 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[Callback]:
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     if not has_logger:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    callbacks.append(FreezeThenUnfreeze(cfg.training.freeze_epochs,
-                                        cfg.training.train_bn_when_frozen))
+    freeze = resolve_freeze_epochs(cfg.training.get("freeze_epochs"),
+                                   bool(cfg.backbone.get("pretrained", True)))
+    callbacks.append(FreezeThenUnfreeze(freeze, cfg.training.train_bn_when_frozen))
     return callbacks
 
 
@@ -82,7 +84,7 @@ NUMERIC_KEYS: dict[str, type] = {
     "seed": int, "trainer.max_epochs": int, "trainer.min_epochs": int, "trainer.max_steps": int,
     "trainer.accumulate_grad_batches": int, "trainer.log_every_n_steps": int,
     "data.batch_size": int, "data.eval_batch_size": int,
-    "training.freeze_epochs": int, "training.backbone_lr_scale": float,
+    "training.backbone_lr_scale": float,
     "optimizer.lr": float, "optimizer.weight_decay": float, "training.join_timeout_s": float,
 }
 
@@ -98,6 +100,27 @@ def check_numbers(cfg: DictConfig) -> None:
     if OmegaConf.select(cfg, "training.join_timeout_s", default=1) <= 0:
         raise ConfigError(f"training.join_timeout_s={cfg.training.join_timeout_s} must be above 0")
     check_workers(OmegaConf.select(cfg, "data.num_workers", default=0))  # a count or auto
+    freeze = OmegaConf.select(cfg, "training.freeze_epochs", default=None)
+    if freeze not in (AUTO, None) and (isinstance(freeze, bool) or not isinstance(freeze, int) or freeze < 0):
+        raise ConfigError(f"training.freeze_epochs={freeze!r} must be a whole number >= 0 or auto "
+                          f"(1 for pretrained weights, 0 for a randomly initialised backbone)")
+
+
+def settle_freeze_epochs(cfg: DictConfig) -> int:
+    """Replace training.freeze_epochs=auto by its number (models.steps.resolve_freeze_epochs) and
+    say so; warn when an explicit number freezes a randomly initialised backbone."""
+    pretrained = bool(cfg.backbone.get("pretrained", True))
+    asked = cfg.training.get("freeze_epochs", AUTO)
+    epochs = resolve_freeze_epochs(asked, pretrained)
+    with open_dict(cfg):
+        cfg.training.freeze_epochs = epochs
+    if asked == AUTO:
+        log.info("training.freeze_epochs=auto: %d (%s)", epochs,
+                 "pretrained backbone" if pretrained else "random initialisation: nothing to freeze")
+    elif epochs > 0 and not pretrained:
+        log.warning("training.freeze_epochs=%d freezes a randomly initialised backbone "
+                    "(backbone.pretrained=false): the heads train on random features", epochs)
+    return epochs
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[Callback], logger: Any,
@@ -120,6 +143,7 @@ def prepare_config(cfg: DictConfig) -> DictConfig:
     check_numbers(cfg)
     check_backbone_name(cfg.backbone.name)
     check_speed_settings(cfg)
+    settle_freeze_epochs(cfg)
     resolve_image_size(cfg.data, cfg.backbone)
     resolve_preprocessing(cfg.data, cfg.backbone)
     monitor_task = str(cfg.training.monitor).split("/")
@@ -143,16 +167,47 @@ def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None,
     tags the trial's run with its state, then finishes it).
     """
     exit_code = 1
+    claimed: list[Path] = []  # the run folder, once this run may write into it
     try:
-        metrics = _train(cfg, extra_callbacks)
+        metrics = _train(cfg, extra_callbacks, claimed)
         exit_code = 0
         return metrics
+    except BaseException as err:
+        if claimed and launched_as_rank_zero():
+            record_failure(claimed[0], err)
+        raise
     finally:
         if finish_wandb_run:
             finish_wandb(exit_code)
 
 
-def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str, Any]:
+STATUS_FILE = "status.json"
+
+
+def write_status(run_dir: Path, status: str, **fields: Any) -> None:
+    """<run>/status.json: running (from the start; a killed run keeps it), finished, failed or
+    interrupted, with the time and, for a failure, the one-line error."""
+    write_json(run_dir / STATUS_FILE, {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                       **fields})
+
+
+def record_failure(run_dir: Path, err: BaseException) -> None:
+    """Write the failure into the run folder: status.json (failed or interrupted, with the error
+    in one line) and the error in the run's log (train.log)."""
+    interrupted = isinstance(err, KeyboardInterrupt)
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    message = ("interrupted (KeyboardInterrupt)" if interrupted
+               else lines[0] if lines else type(err).__name__)
+    try:
+        write_status(run_dir, "interrupted" if interrupted else "failed", error=message,
+                     error_type=type(err).__name__)
+    except OSError as write_error:  # the original error matters more
+        log.warning("could not write %s: %s", run_dir / STATUS_FILE, write_error)
+    log.error("run failed: %s", message)
+
+
+def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None,
+           claimed: list[Path]) -> dict[str, Any]:
     started = time.time()
     check_resume_path(cfg.get("ckpt_path"))
     resume = None
@@ -169,10 +224,15 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
             record_resume(run_dir, cfg, resume)
     L.seed_everything(cfg.seed, workers=True)
     run_dir.mkdir(parents=True, exist_ok=True)
+    claimed.append(run_dir)
+    if rank_zero:
+        write_status(run_dir, "running")
 
     datamodule = build_datamodule(cfg)
     datamodule.report_dir = str(run_dir)
     model = build_model(cfg, datamodule)
+    weights_source = getattr(model.net.backbone, "weights_source", "unknown")
+    log.info("backbone %s: weights from %s", cfg.backbone.name, weights_source)
     apply_matmul_precision(cfg)
     compile_backbone(model, cfg.training.get("compile", False),
                      cfg.training.get("compile_backend", "inductor"))
@@ -211,6 +271,7 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
             data_fingerprint=datamodule.fingerprint(),
             **datamodule.data_stats(),
             backbone=str(cfg.backbone.name),
+            backbone_weights=weights_source,
             best_checkpoint=best,
             epochs_completed=int(trainer.current_epoch),
             global_step=int(trainer.global_step),
@@ -220,6 +281,7 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
             **git_info(cfg.paths.root_dir),
         )
         write_json(run_dir / "metrics.json", metrics, sort_keys=True)
+        write_status(run_dir, "finished")
         update_run_summary(logger, callbacks, metrics)
         log_hparams(logger, cfg, metrics, int(trainer.global_step))
         log.info("run folder: %s", run_dir)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fashionlab.data.tables import is_missing
 from fashionlab.tasks import TaskSpec
 
 # Columns a reader provides (`path` and one column per task required, the others optional).
@@ -53,6 +54,14 @@ class ImageTable:
 
     def kind(self, task: str) -> str:
         return str(self.tasks_cfg[task]["kind"])
+
+    def has_official_split(self, complete: bool = False) -> bool:
+        """Whether the reader gave a split (the data's own partition) for some row; `complete`:
+        for each of train, val and test (none of them is carved from train)."""
+        if SPLIT not in self.frame.columns:
+            return False
+        given = {str(v).strip() for v in self.frame[SPLIT] if not is_missing(v)}
+        return {"train", "val", "test"} <= given if complete else bool(given)
 
     def with_frame(self, frame: pd.DataFrame) -> ImageTable:
         return replace(self, frame=frame.reset_index(drop=True))

@@ -4,6 +4,7 @@ stratified by one multiclass task."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 
@@ -48,6 +49,44 @@ def split_labels(tasks: list[TaskSpec], targets: dict[str, np.ndarray], split_by
         raise ConfigError(f"data.split_by={name!r} must name a multiclass task; tasks: "
                           f"{', '.join(by_name)}")
     return targets[name]
+
+
+def check_classes_in_splits(tasks: list[TaskSpec], targets: dict[str, np.ndarray],
+                            split_of: np.ndarray, split_by: str | None,
+                            where: Callable[[str], str] = lambda cls: f"class {cls!r}",
+                            strict: bool = True) -> None:
+    """Check that each class of the task the split is stratified by can be in every non-empty
+    split (train / val / test): one with fewer images than splits, or none in train, is a
+    DataFormatError naming each such class (`where(cls)`, e.g. its folder) with its count per
+    split and the way to drop such classes and list them (a warning unless `strict`); one that
+    the split sizes left out of val or test is a warning (its metrics there are missing, not 0)."""
+    name = split_by or next((t.name for t in tasks if t.kind == "multiclass"), None)
+    task = next((t for t in tasks if t.name == name and t.kind == "multiclass"), None)
+    if task is None:
+        return
+    splits = [s for s in SPLITS if (split_of == s).any()]
+    labels = targets[task.name]
+    counts = {s: np.bincount(labels[(split_of == s) & (labels >= 0)], minlength=task.num_classes)
+              for s in splits}
+
+    def described(i: int) -> str:
+        total = sum(int(counts[s][i]) for s in splits)
+        return (f"{where(task.classes[i])}: {total} image(s) "
+                f"({', '.join(f'{s} {int(counts[s][i])}' for s in splits)})")
+
+    missing = [i for i in range(task.num_classes) if any(counts[s][i] == 0 for s in splits)]
+    impossible = [i for i in missing if counts.get("train", [1] * task.num_classes)[i] == 0
+                  or sum(int(counts[s][i]) for s in splits) < len(splits)]
+    if impossible and strict:
+        raise DataFormatError(
+            f"task {task.name!r}: {len(impossible)} class(es) cannot be in every split "
+            f"({', '.join(splits)}): {'; '.join(described(i) for i in impossible)}. Add images, or "
+            f"leave classes under N images out and list them in balance.csv with "
+            f"data.balance.min_count=N (data.balance.rare=drop)")
+    if missing:
+        log.warning("task %r: %d class(es) missing from a split (its metrics there are missing, not "
+                    "0; larger data.val_size / data.test_size make room): %s", task.name,
+                    len(missing), "; ".join(described(i) for i in missing))
 
 
 def assign_splits(table: ImageTable, tasks: list[TaskSpec], targets: dict[str, np.ndarray],
