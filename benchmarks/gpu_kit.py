@@ -58,7 +58,9 @@ LEFT_OUT = {canonicalize_name(n) for n in [
     "obstore", "tifffile", "scikit-learn"
 ]}
 #: Modules that need one of LEFT_OUT at import (module -> the left-out package): unavailable with the kit.
-NEEDS_LEFT_OUT = {"fashionlab.data.cache.streaming": "boto3"}
+NEEDS_LEFT_OUT = {"fashionlab.data.cache.streaming": "boto3",
+                  # the adapters to litdata's readers and object-store clients
+                  "fashionlab.data.cache.litdata_hooks": "boto3", "fashionlab.data.cache.store": "boto3"}
 #: Wheels that go with the data into part2 when the kit is split: what stages 1, 2c and 3 (install,
 #: compile test, speed) do not use. The split is by stage because one part must leave room for the working
 #: tree: part1 serves stages 1, 2c and 3, part2 stages 2 (the GPU tests: FAISS), 4 and 5 (the recipes:

@@ -48,11 +48,18 @@ from typing import Any
 import cv2
 import numpy as np
 
-from fashionlab.data.cache import store
 from fashionlab.data.file_dataset import FileImageDataset
 from fashionlab.data.preprocess import Preprocessing
 from fashionlab.errors import BadImageError, ConfigError
 from fashionlab.fileio import write_json
+
+
+def _store() -> Any:
+    """The object-store adapter, imported on first use: it loads litdata's clients and boto3,
+    which a run without a cache (or a machine without boto3, as the GPU kit) never needs."""
+    from fashionlab.data.cache import store
+
+    return store
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +215,7 @@ def read_record(location: str, key: str, storage_options: Mapping[str, Any] | No
     if not is_remote(location):
         path = Path(target)
         return CacheRecord(location, key, json.loads(path.read_text())) if path.is_file() else None
-    data = store.read_bytes(target, storage_options)
+    data = _store().read_bytes(target, storage_options)
     return None if data is None else CacheRecord(location, key, json.loads(data))
 
 
@@ -224,10 +231,10 @@ def _optimize_split(writer: ItemWriter, count: int, output_dir: str, settings: C
     workers = max(1, min(int(settings.workers or os.cpu_count() or 1), count))
     log.info("data cache: writing %s (%d images, %d workers) to %s", split, count, workers, output_dir)
     remote = is_remote(output_dir)
-    options = store.client_options(output_dir, settings.storage_options) if remote else {}
+    options = _store().client_options(output_dir, settings.storage_options) if remote else {}
     # litdata prints its steps and an advertisement ("Create an account on lightning.ai") on stdout
     # for every split: to the debug log instead (its progress bar, on stderr, stays)
-    with store.private_staging(), contextlib.redirect_stdout(_DebugLines("litdata: %s")):
+    with _store().private_staging(), contextlib.redirect_stdout(_DebugLines("litdata: %s")):
         litdata.optimize(
             fn=writer, inputs=list(range(count)), output_dir=output_dir, num_workers=workers,
             chunk_bytes=settings.chunk_bytes, keep_data_ordered=True, reorder_files=False,
@@ -255,8 +262,8 @@ class _DebugLines(io.StringIO):
 
 def _check_uploaded(split_dir: str, settings: CacheSettings) -> None:
     """Raise unless the split's index.json and every chunk it names are on the store."""
-    names = store.list_names(split_dir, settings.storage_options)
-    index = store.read_bytes(f"{split_dir}/index.json", settings.storage_options)
+    names = _store().list_names(split_dir, settings.storage_options)
+    index = _store().read_bytes(f"{split_dir}/index.json", settings.storage_options)
     chunks = [chunk["filename"] for chunk in json.loads(index)["chunks"]] if index else []
     missing = [name for name in ["index.json", *chunks] if name not in names]
     if missing:
@@ -282,7 +289,7 @@ def build_cache(location: str, key: str, inputs: Mapping[str, Any],
     final = f"{location.rstrip('/')}/{key}"
     build_dir = f"build-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
     if remote:
-        store.scheme(location)
+        _store().scheme(location)
         root = f"{final}/{build_dir}"
     else:
         Path(location).mkdir(parents=True, exist_ok=True)
@@ -342,7 +349,7 @@ def build_cache(location: str, key: str, inputs: Mapping[str, Any],
 
 def _remove(root: str, remote: bool, settings: CacheSettings) -> None:
     if remote:
-        store.delete_folder(root, settings.storage_options)
+        _store().delete_folder(root, settings.storage_options)
     else:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -368,10 +375,10 @@ def _complete(root: str, final: str, data: dict[str, Any], remote: bool,
     published it first: the published record's data (`data` itself when this build won)."""
     if remote:
         text = json.dumps(data, indent=2, sort_keys=True).encode()
-        if store.put_if_absent(f"{final}/{RECORD}", text, settings.storage_options):
+        if _store().put_if_absent(f"{final}/{RECORD}", text, settings.storage_options):
             return data
         _remove(root, remote, settings)
-        winner = store.read_bytes(f"{final}/{RECORD}", settings.storage_options)
+        winner = _store().read_bytes(f"{final}/{RECORD}", settings.storage_options)
         if winner is None:
             raise RuntimeError(f"data cache: {final}/{RECORD} exists and cannot be read")
         return json.loads(winner)

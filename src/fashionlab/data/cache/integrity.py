@@ -12,14 +12,18 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from fashionlab.data.cache.litdata_hooks import numpy_format
 from fashionlab.errors import CacheError
 from fashionlab.fileio import file_digest
 
 INDEX = "index.json"
 #: The fields a cached item's litdata index may name: int, uint8 image array, JPEG bytes,
 #: float32 multi-label vector.
-ALLOWED_FORMATS = frozenset({"int", "numpy", "bytes", numpy_format("float32")})
+def allowed_formats() -> frozenset[str]:
+    """The data formats fashionlab writes: ints, arrays, bytes and float32 vectors (litdata's
+    name of the last comes from litdata, imported here on first use)."""
+    from fashionlab.data.cache.litdata_hooks import numpy_format
+
+    return frozenset({"int", "numpy", "bytes", numpy_format("float32")})
 CHUNK_NAME = re.compile(r"chunk-\d+-\d+\.bin")
 NOT_OURS = "which fashionlab never writes, so nothing of this cache was read"
 
@@ -49,10 +53,11 @@ def index_problem(index: Mapping[str, Any]) -> str | None:
     formats = config.get("data_format")
     if not isinstance(formats, list) or not all(isinstance(f, str) for f in formats):
         return f"data_format {formats!r} is not a list of names"
-    unknown = [f for f in formats if f not in ALLOWED_FORMATS]
+    allowed = allowed_formats()
+    unknown = [f for f in formats if f not in allowed]
     if unknown:
         return (f"it names the serializer(s) {', '.join(repr(f) for f in unknown)} "
-                f"(data_format; allowed: {', '.join(sorted(ALLOWED_FORMATS))})")
+                f"(data_format; allowed: {', '.join(sorted(allowed))})")
     for key, allowed in (("compression", None), ("encryption", None), ("item_loader", "PyTreeLoader")):
         if config.get(key) != allowed:
             return f"config.{key} is {config.get(key)!r}, expected {allowed!r}"
