@@ -39,8 +39,9 @@ def test_dry_run_writes_every_stage_into_outdir(fmnist_dir, tmp_path):
     assert all(p.stat().st_size <= 16 * 1024 * 1024 for p in files)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["dry_run"] and not summary["env"]["import_errors"]
-    assert summary["env"]["unavailable"] == [f"fashionlab.data.cache.{name}: needs boto3 (left out of the kit)"
-                                             for name in ("litdata_hooks", "store", "streaming")]
+    assert summary["env"]["unavailable"] == [
+        f"fashionlab.data.cache.{name}: needs boto3 (left out of the kit)"
+        for name in ("litdata_hooks", "store", "streaming")]
     ran = {s["stage"]: s["rc"] for s in summary["stages"]}
     assert ran == {"install": 0, "gpu_compile": 0, "gpu_tests": 0, "speed": 0,
                    "train_fmnist_retrieval_h200": 0, "evaluate_fmnist_retrieval_h200": 0,
