@@ -34,6 +34,7 @@ from omegaconf.errors import (
     OmegaConfBaseException,
 )
 
+from fashionlab.environ import environ_set
 from fashionlab.errors import FashionlabError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -152,18 +153,11 @@ def hydra_entry(config_name: str, config_path: str = "conf",
             if full_error_requested():
                 hydra_main()
                 return
-            saved = {k: os.environ.get(k) for k in ("HYDRA_FULL_ERROR", _FORCED)}
-            os.environ.update({"HYDRA_FULL_ERROR": "1", _FORCED: "1"})
             try:
-                hydra_main()
+                with environ_set({"HYDRA_FULL_ERROR": "1", _FORCED: "1"}):
+                    hydra_main()
             except USER_ERRORS as err:
                 report_errors([*failures, error_message(err)])
-            finally:
-                for key, value in saved.items():
-                    if value is None:
-                        os.environ.pop(key, None)
-                    else:
-                        os.environ[key] = value
             if failures:
                 report_errors(failures)
 

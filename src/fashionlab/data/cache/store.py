@@ -32,6 +32,7 @@ from litdata.streaming.downloader import (
     register_downloader,
 )
 
+from fashionlab.environ import environ_set
 from fashionlab.errors import ConfigError
 from fashionlab.redaction import is_masked
 
@@ -108,18 +109,10 @@ _install()
 def private_staging() -> Iterator[None]:
     """litdata.optimize stages chunks in one fixed folder per machine (<tmp>/chunks, <tmp>/data)
     and empties it when it starts, under a concurrent build's feet: give this build its own."""
-    names = ("DATA_OPTIMIZER_CACHE_FOLDER", "DATA_OPTIMIZER_DATA_CACHE_FOLDER")
-    saved = {name: os.environ.get(name) for name in names}
-    with tempfile.TemporaryDirectory(prefix="fashionlab-cache-staging-") as folder:
-        os.environ.update({names[0]: os.path.join(folder, "chunks"), names[1]: os.path.join(folder, "data")})
-        try:
-            yield
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+    with tempfile.TemporaryDirectory(prefix="fashionlab-cache-staging-") as folder, environ_set({
+            "DATA_OPTIMIZER_CACHE_FOLDER": os.path.join(folder, "chunks"),
+            "DATA_OPTIMIZER_DATA_CACHE_FOLDER": os.path.join(folder, "data")}):
+        yield
 
 
 def _split(url: str) -> tuple[str, str]:
