@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import forkserver
 import numpy as np
 import pytest
 from filelock import FileLock
@@ -182,6 +183,22 @@ def run_entry(script: str | Path, *args: str, cwd: Path = ROOT) -> subprocess.Co
         root_logger.handlers[:], _ = saved_logging
         root_logger.setLevel(saved_logging[1])
     return subprocess.CompletedProcess([script, *args], code, out.getvalue(), err.getvalue())
+
+
+def fork_script(*args: str, timeout: float = 600, cwd: Path = ROOT,
+                env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`run_script` in a process forked from a server that has already imported torch and
+    Lightning (tests/forkserver.py): for a test that needs a process of its own (to kill it, to
+    run two at once), not a fresh interpreter. Its CPU time is not in `--cpu-times`."""
+    return forkserver.run(list(args), env if env is not None else {**os.environ, **SCRIPT_ENV}, cwd,
+                          timeout)
+
+
+def fork_start(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None,
+               **kwargs) -> forkserver.ForkedProcess:
+    """`start_script` for a forked process (see `fork_script`): a `Popen`-like handle."""
+    return forkserver.popen(list(args), env if env is not None else {**os.environ, **SCRIPT_ENV}, cwd,
+                            **kwargs)
 
 
 def start_script(*args: str, cwd: Path = ROOT, **kwargs) -> subprocess.Popen:

@@ -1,5 +1,6 @@
-"""`pytest --cpu-times=FILE`: the CPU seconds each test costs (this process and the processes it
-waited for, setup and teardown included), appended to FILE as CSV rows `nodeid,seconds`.
+"""`pytest --cpu-times=FILE`: the CPU seconds each test costs (this process, the processes it
+waited for and those it started from tests/forkserver.py; setup and teardown included), appended
+to FILE as CSV rows `nodeid,seconds`.
 
 Wall-clock durations (`--durations`) grow with whatever else the machine runs; CPU time barely
 does, so this is the measure to compare tests by on a shared or loaded machine
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import resource
 
+import forkserver
 import pytest
 from filelock import FileLock
 
@@ -20,7 +22,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def _cpu_seconds() -> float:
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    return (own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+            + forkserver.forked_cpu_seconds)
 
 
 @pytest.hookimpl(wrapper=True)

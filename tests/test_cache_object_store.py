@@ -10,7 +10,6 @@ import json
 import multiprocessing
 import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from fashionlab.data.cache import build
 from fashionlab.data.cache.build import RECORD
 from fashionlab.training.run import prepare_config
 
-from conftest import ROOT
+from conftest import ROOT, fork_script
 
 FORK = multiprocessing.get_context("fork")
 #: How long a gated builder waits for the other one (a hang is a failure, not a stall).
@@ -191,8 +190,7 @@ def script(*args: str, cwd: Path, home: Path) -> subprocess.CompletedProcess:
                AWS_CONFIG_FILE="/nonexistent", AWS_SHARED_CREDENTIALS_FILE="/nonexistent")
     cwd.mkdir(parents=True, exist_ok=True)
     home.mkdir(parents=True, exist_ok=True)
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=900)
+    return fork_script(*args, cwd=cwd, env=env, timeout=900)
 
 
 def files_holding(folder: Path, secret: bytes) -> list[str]:

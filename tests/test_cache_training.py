@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +15,7 @@ from fixtures_images import write_tree
 from fixtures_photos import write_kaggle_photos
 from test_resume import KILL_ENV, only_run_folder, script_env, stage_metrics, train_script
 
-from conftest import ROOT
+from conftest import fork_script
 
 TESTS = Path(__file__).resolve().parent
 QUIET = ["logger=none", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
@@ -44,12 +42,11 @@ def confusion_total(run_dir: Path, stage: str, task: str) -> int:
 @pytest.mark.slow
 def test_ddp_sees_every_train_item_and_counts_val_test_once(tmp_path):
     root, run = small_folder(tmp_path / "images"), tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, str(TESTS / "record_batches.py"),
-         *cached_folder_run(root, tmp_path / "cache"), *QUIET, "data.num_workers=2",
-         "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1",
-         f"hydra.run.dir={run}"],
-        cwd=ROOT, env=script_env(), capture_output=True, text=True, timeout=900)
+    proc = fork_script(
+        str(TESTS / "record_batches.py"),
+        *cached_folder_run(root, tmp_path / "cache"), *QUIET, "data.num_workers=2",
+        "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1",
+        f"hydra.run.dir={run}", env=script_env(), timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     ranks = [json.loads((run / f"seen-0-{rank}.json").read_text()) for rank in (0, 1)]
     assert len(ranks[0]) == len(ranks[1]) == 15  # ceil(29 / 2): one item repeated, none dropped

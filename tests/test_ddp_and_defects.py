@@ -20,7 +20,7 @@ from fashionlab.evaluation.classification import classification_report
 from fashionlab.models.metrics import TaskMetrics
 from fashionlab.tasks import TaskSpec
 
-from conftest import make_fashion_mnist_like, run_script, tiny_overrides
+from conftest import fork_script, make_fashion_mnist_like, tiny_overrides
 
 
 def write_odd_fashion_mnist(folder: Path, n_train: int = 160, n_test: int = 79) -> Path:
@@ -46,7 +46,7 @@ def test_ddp_val_and_test_metrics_count_each_item_once(tmp_path):
     data = write_odd_fashion_mnist(tmp_path / "fm")
     run_dir = tmp_path / "run"
     overrides = [o for o in tiny_overrides(data, run_dir) if not o.startswith("data.val_size=")]
-    proc = run_script(
+    proc = fork_script(
         "train.py", *overrides, "data.val_size=41", "data.eval_batch_size=8",
         "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1",
         "trainer.limit_train_batches=2", "trainer.num_sanity_val_steps=0",

@@ -9,15 +9,15 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from forkserver import ForkedProcess
 from test_cache_training import QUIET, cached_folder_run, confusion_total, small_folder
 from test_resume import script_env
 
-from conftest import ROOT, tiny_overrides
+from conftest import fork_start, tiny_overrides
 
 TESTS = Path(__file__).resolve().parent
 
@@ -35,13 +35,12 @@ def node_env(rank: int, port: int) -> dict[str, str]:
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
 
 
-def start_node(rank: int, port: int, args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(TESTS / "record_batches.py"), *args], cwd=ROOT,
-                            env=node_env(rank, port), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+def start_node(rank: int, port: int, args: list[str]) -> ForkedProcess:
+    return fork_start(str(TESTS / "record_batches.py"), *args, env=node_env(rank, port),
+                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def finish(node: subprocess.Popen, timeout: float) -> tuple[int, str]:
+def finish(node: ForkedProcess, timeout: float) -> tuple[int, str]:
     try:
         _, err = node.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -91,8 +90,8 @@ def test_a_rank_whose_peers_never_come_fails_within_the_join_timeout(fmnist_dir,
     args = [*tiny_overrides(fmnist_dir, run), "backbone.pretrained=false", "backbone.name=test_resnet",
             "data.image_size=32", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1",
             "trainer.num_nodes=2", "training.join_timeout_s=3"]
-    node = subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, env=node_env(1, free_port()),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    node = fork_start("train.py", *args, env=node_env(1, free_port()), stdout=subprocess.DEVNULL,
+                      stderr=subprocess.PIPE)
     rc, err = finish(node, 300)  # without a join timeout it would wait 30 minutes (torch's default)
     assert rc == 2, err[-3000:]
     lines = err.strip().splitlines()

@@ -19,7 +19,7 @@ from fashionlab.models.backbones import create_backbone
 from fashionlab.training.callbacks import FreezeThenUnfreeze
 from fashionlab.training.run import build_callbacks, prepare_config
 
-from conftest import run_script, tiny_overrides
+from conftest import run_entry, run_script, tiny_overrides
 
 
 def _freeze_epochs(cfg) -> int:
@@ -270,12 +270,12 @@ def test_train_takes_a_sweeps_best_yaml_where_it_lies(tmp_path):
     best.parent.mkdir(parents=True)
     best.write_text("# @package _global_\ndefaults:\n  - override /backbone: resnet50\n"
                     "optimizer:\n  lr: 0.0123\ntraining:\n  freeze_epochs: 0\n")
-    proc = run_script("train.py", f"experiment={best}", "trainer.max_epochs=7", "--cfg", "job", timeout=300)
+    proc = run_entry("train.py", f"experiment={best}", "trainer.max_epochs=7", "--cfg", "job")
     assert proc.returncode == 0, proc.stderr[-2000:]
     cfg = OmegaConf.create(proc.stdout)
     assert cfg.optimizer.lr == 0.0123 and cfg.backbone.name == "resnet50"
     assert cfg.trainer.max_epochs == 7 and cfg.experiment_file == str(best)
-    missing = run_script("train.py", f"experiment={tmp_path / 'nope.yaml'}", timeout=300)
+    missing = run_entry("train.py", f"experiment={tmp_path / 'nope.yaml'}")
     assert missing.returncode == 2
     assert missing.stderr.strip() == f"error: experiment={tmp_path / 'nope.yaml'}: no such file"
 

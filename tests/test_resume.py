@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from fashionlab.errors import ConfigError
 from fashionlab.training.run import train
 
-from conftest import ROOT, SCRIPT_ENV, tiny_overrides
+from conftest import ROOT, SCRIPT_ENV, fork_script, tiny_overrides
 
 TESTS = Path(__file__).resolve().parent
 KILL_ENV = "FASHIONLAB_TEST_KILL_AT_STEP"
@@ -38,9 +37,8 @@ def script_env(**extra: str) -> dict[str, str]:
 
 def train_script(*args: str, **env: str) -> subprocess.CompletedProcess:
     """train.py through tests/kill_switch.py (a KillAtStep callback added, armed by KILL_ENV)."""
-    return subprocess.run([sys.executable, str(TESTS / "kill_switch.py"), "train.py", *args], cwd=ROOT,
-                          env=script_env(**env),
-                          capture_output=True, text=True, timeout=900)
+    return fork_script(str(TESTS / "kill_switch.py"), "train.py", *args, env=script_env(**env),
+                       timeout=900)
 
 
 def stage_metrics(metrics: dict) -> dict[str, float]:

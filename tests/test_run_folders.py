@@ -15,7 +15,7 @@ from fashionlab.errors import ConfigError
 from fashionlab.evaluation.run import eval_dir_for
 from fashionlab.training.run import train
 
-from conftest import run_entry, start_script, tiny_overrides
+from conftest import fork_start, run_entry, tiny_overrides
 
 STAMP = re.compile(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_[0-9a-f]{6}")
 
@@ -25,7 +25,7 @@ def test_two_runs_started_together_get_two_folders(fmnist_dir, tmp_path):
     logs = tmp_path / "logs"
     args = [o for o in tiny_overrides(fmnist_dir, tmp_path) if not o.startswith("hydra.")]
     args += ["trainer.fast_dev_run=true", "backbone.pretrained=false", f"paths.log_dir={logs}"]
-    jobs = [start_script("train.py", *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    jobs = [fork_start("train.py", *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                          text=True) for _ in range(2)]
     for job in jobs:
         _, err = job.communicate(timeout=600)

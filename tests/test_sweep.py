@@ -22,7 +22,7 @@ from fashionlab.sweep.objective import compose_train_config
 from fashionlab.sweep.run import run_sweep
 from fashionlab.sweep.space import check_space
 
-from conftest import CONF, run_entry, start_script, tiny_overrides
+from conftest import CONF, fork_start, run_entry, tiny_overrides
 
 PG_BINS = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
 
@@ -236,7 +236,7 @@ def test_two_workers_share_a_postgresql_study(postgres_url, fmnist_dir, tmp_path
     args = ["sweep.py", "search_space=lr", f"sweep.storage={postgres_url}", "sweep.study_name=shared",
             "sweep.n_trials=4", "sweep.pruner=none", "sweep.heartbeat_interval=5",
             *trial_overrides(fmnist_dir)]
-    workers = [start_script(*args, f"hydra.run.dir={tmp_path / f'w{i}'}", stdout=subprocess.PIPE,
+    workers = [fork_start(*args, f"hydra.run.dir={tmp_path / f'w{i}'}", stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
                for i in range(2)]
     outputs = [w.communicate(timeout=300)[0] for w in workers]

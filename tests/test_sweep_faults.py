@@ -24,7 +24,7 @@ from fashionlab.sweep.faults import heartbeat
 from fashionlab.sweep.run import run_sweep
 from fashionlab.sweep.study import open_storage, open_study
 
-from conftest import run_script, start_script
+from conftest import fork_script, fork_start
 
 # Fixtures of test_sweep.py: one thread per process, the tiny sweep config, a throw-away PostgreSQL.
 one_thread = test_sweep.one_thread
@@ -209,7 +209,7 @@ def start_hanging_worker(args: list[str], hang_at: int, tmp_path: Path, monkeypa
     monkeypatch.setenv(HANG_ENV, str(hang_at))
     monkeypatch.setenv(MARK_ENV, str(mark))
     with open(log, "w") as out:
-        worker = start_script("tests/sweep_hang.py", "sweep.py", *args, stdout=out,
+        worker = fork_start("tests/sweep_hang.py", "sweep.py", *args, stdout=out,
                               stderr=subprocess.STDOUT)
     monkeypatch.delenv(HANG_ENV)
     monkeypatch.delenv(MARK_ENV)
@@ -240,7 +240,7 @@ def test_sigkilled_worker_trial_runs_again_sqlite(fmnist_dir, tmp_path, monkeypa
         storage = optuna.storages.RDBStorage(url, heartbeat_interval=1, grace_period=5)
     wait_for(lambda: storage._get_stale_trial_ids(study._study_id), "the killed trial to go stale")
 
-    proc = run_script("sweep.py", *args, "sweep.resume=true")
+    proc = fork_script("sweep.py", *args, "sweep.resume=true")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert_finished_with_retry(optuna.load_study(study_name="killed", storage=url), 3, killed=1)
 
@@ -255,7 +255,7 @@ def test_sigkilled_worker_trial_runs_again_postgres(postgres_url, fmnist_dir, tm
                                              monkeypatch)
     try:
         wait_for(mark.exists, "the first trial to train", worker, log)
-        other = start_script("sweep.py", *args, f"hydra.run.dir={tmp_path / 'b'}", stdout=subprocess.PIPE,
+        other = fork_start("sweep.py", *args, f"hydra.run.dir={tmp_path / 'b'}", stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     finally:
         worker.kill()
@@ -273,7 +273,7 @@ def test_storage_password_is_written_nowhere(postgres_url, fmnist_dir, tmp_path)
     secret = "Sweep-Pw-7f3a"
     url = postgres_url.replace("postgres@", f"postgres:{secret}@")  # trust auth: any password works
     sweep_dir = tmp_path / "sweep"
-    proc = run_script("sweep.py", "search_space=lr", f"sweep.storage={url}", "sweep.study_name=secret",
+    proc = fork_script("sweep.py", "search_space=lr", f"sweep.storage={url}", "sweep.study_name=secret",
                       "sweep.n_trials=1", "sweep.pruner=none", "sweep.heartbeat_interval=1",
                       *trial_overrides(fmnist_dir), f"hydra.run.dir={sweep_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
