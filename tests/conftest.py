@@ -10,6 +10,15 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+# Under pytest-xdist each worker has a core: one compute thread per worker (and per script it
+# starts), so that two workers do not fight over the cores (OpenMP threads that wait for a busy
+# core spin and triple a training's CPU time). Set before numpy and torch load their thread pools;
+# torch may already be loaded (a plugin), so its pool is also resized below. Results never depend on it.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import forkserver
 import numpy as np
 import pytest
@@ -21,6 +30,11 @@ from omegaconf import DictConfig, open_dict
 
 from fashionlab.data.readers.fashion_mnist import FILES
 from fashionlab.data.readers.idx import write_idx
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    import torch
+
+    torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -42,11 +56,6 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_INIT_TIMEOUT", "600")
 # The stat cache of the data fingerprint's file hashes: one per test process, not the user's.
 os.environ.setdefault("FASHIONLAB_HASH_STORE", tempfile.mkdtemp(prefix="fashionlab-hash-store-"))
-# Under pytest-xdist each worker has a core: one compute thread per worker (and per script it
-# starts), so that two workers do not fight over the cores. Results never depend on it.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 
 def shared_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
