@@ -58,6 +58,19 @@ os.environ.setdefault("WANDB_INIT_TIMEOUT", "600")
 os.environ.setdefault("FASHIONLAB_HASH_STORE", tempfile.mkdtemp(prefix="fashionlab-hash-store-"))
 
 
+# pytest-xdist hands out tests in collection order: a 2-minute test started last keeps one worker
+# busy while the other idles. These modules hold the longest tests (`--cpu-times`), so they go
+# first; each module stays whole, so that its module-scoped fixtures are built once.
+LONGEST_FIRST = ("test_gpu_session.py", "test_cache_object_store.py", "test_resume.py",
+                 "test_cache_training.py", "test_multinode.py", "test_ddp_and_defects.py",
+                 "test_loader_benchmark.py", "test_sweep_faults.py", "test_sweep.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: n for n, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 def shared_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """This test session's base folder that every pytest-xdist worker sees (a worker's own base
     temporary folder is one level below it)."""

@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from conftest import ROOT, run_script
+from conftest import ROOT, fork_script, run_script
 
 
 @pytest.mark.slow
 def test_loader_benchmark_quick(tmp_path):
-    result = run_script(str(ROOT / "benchmarks" / "loader.py"), "--quick", "--out", str(tmp_path / "photos"),
-                        "--results", str(tmp_path / "results"), timeout=300)
+    result = fork_script(str(ROOT / "benchmarks" / "loader.py"), "--quick", "--out", str(tmp_path / "photos"),
+                         "--results", str(tmp_path / "results"), timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
     assert re.fullmatch(r"cache/plain per-core speed-up: (n/a|\d+\.\dx), reduced-decode/plain: \d+\.\dx, "
