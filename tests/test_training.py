@@ -21,7 +21,7 @@ from fashionlab.training.run import (
     train,
 )
 
-from conftest import SYSTEM_FMNIST, run_entry, run_script, tiny_overrides
+from conftest import SYSTEM_FMNIST, fork_script, run_entry, tiny_overrides
 
 METRIC_NAMES = [f"{stage}/{task}/{metric}" for stage in ("val", "test")
                 for task in ("article", "category") for metric in ("acc", "f1_macro", "f1_weighted")]
@@ -128,7 +128,7 @@ def test_unknown_backbone_and_missing_data_errors(compose_cfg, fmnist_dir, tmp_p
 def test_cli_run_folder_with_wandb_offline(fmnist_dir, tmp_path):
     out = tmp_path / "run"
     overrides = [o for o in tiny_overrides(fmnist_dir, out) if not o.startswith("logger=")]
-    result = run_script("train.py", *overrides, "logger=wandb")
+    result = fork_script("train.py", *overrides, "logger=wandb")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / ".hydra" / "config.yaml").is_file()
     assert (out / ".hydra" / "overrides.yaml").is_file()
