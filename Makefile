@@ -6,16 +6,10 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
 .PHONY: install data quickstart test test-fast test-gpu docs lint benchmark gpu-kit
 
-# uv installs the project and its dev extras, byte-compiled as pip does, about a minute sooner than
-# pip on two cores. uv reads no pip configuration: a version cap this machine's pip is configured
-# with (a constraint file in pip.conf or PIP_CONSTRAINT) is passed on.
-CONSTRAINT_FILE := $(shell $(PYTHON) -m pip config list 2>/dev/null | sed -n "s/^.*\.constraint='\(.*\)'$$/\1/p" | head -1)
-
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip uv
-	$(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode \
-		$(if $(CONSTRAINT_FILE),--constraint $(CONSTRAINT_FILE)) -e ".[dev]"
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
 install: $(VENV)/.installed
