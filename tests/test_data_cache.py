@@ -76,6 +76,7 @@ def test_items_are_dealt_once_or_padded_to_equal_shares(n, world, workers, batch
         assert batches == [math.ceil(len(r) / batch) for r in ranks]
 
 
+@pytest.mark.slow
 def test_build_once_reuse_and_rebuild(folder, tmp_path, caplog, capsys):
     cache = tmp_path / "cache"
     dm = image_table(folder, cache)
@@ -129,6 +130,7 @@ def test_incomplete_caches_are_never_read(folder, tmp_path):
     assert sorted(seen(dm.test_dataloader())) == list(range(5))
 
 
+@pytest.mark.slow
 def test_bad_files_found_while_building(folder, tmp_path):
     """check_images=exists lets a broken file through the table check; the build finds it."""
     write_garbage(folder / "b" / "broken.jpg")

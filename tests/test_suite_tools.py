@@ -16,6 +16,7 @@ import pytest
 from conftest import SCRIPT_ENV, fork_script, fork_start
 
 
+@pytest.mark.slow
 def test_xdist_groups_run_on_one_worker(tmp_path):
     """`--dist loadgroup` sends a module marked xdist_group to one worker (pytest 9.2 broke it
     silently: pytest-dev/pytest-xdist#1386)."""

@@ -143,6 +143,7 @@ def _damaged(tiny_eval_dir, tmp_path, name: str):
 DAMAGE = ["index.faiss", "embeddings.npy", "gallery.parquet"]
 
 
+@pytest.mark.slow  # needs the shared trained run (tiny_run)
 @pytest.mark.parametrize("name", DAMAGE)
 def test_damaged_catalogue_file_is_named(tiny_eval_dir, tmp_path, name):
     folder = _damaged(tiny_eval_dir, tmp_path, name)
