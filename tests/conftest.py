@@ -211,7 +211,7 @@ def fork_script(*args: str, timeout: float = 600, cwd: Path = ROOT,
                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """`run_script` in a process forked from a server that has already imported torch and
     Lightning (tests/forkserver.py): for a test that needs a process of its own (to kill it, to
-    run two at once), not a fresh interpreter. Its CPU time is not in `--cpu-times`."""
+    run two at once), not a fresh interpreter. `env` replaces the script environment whole."""
     return forkserver.run(list(args), env if env is not None else {**os.environ, **SCRIPT_ENV}, cwd,
                           timeout)
 

@@ -51,7 +51,7 @@ def _send(conn: socket.socket, message: dict, fds: list[int] = ()) -> None:
 
 
 def _recv(conn: socket.socket, maxfds: int = 0) -> tuple[dict | None, list[int]]:
-    chunk, fds, _, _ = socket.recv_fds(conn, 1 << 16, maxfds) if maxfds else (conn.recv(1 << 16), [], 0, 0)
+    chunk, fds, _, _ = socket.recv_fds(conn, 1 << 16, maxfds)
     if not chunk:
         return None, fds
     while len(chunk) < 4:
