@@ -3,10 +3,12 @@ found while building, the items read back, and the split of the items over ranks
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
 import socket
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -167,3 +169,22 @@ def test_train_epochs_are_shuffled_by_seed_and_epoch(folder, tmp_path):
     fresh = image_table(folder, tmp_path / "cache").train_dataloader()
     assert seen(fresh) == first
     assert np.unique(first).size == 19
+
+
+def test_a_dropped_cached_loader_stops_its_workers_at_once(folder, tmp_path):
+    """litdata's loader iterator refers back to its loader; in that cycle the garbage collector
+    closed the workers' index queues before the iterator's shutdown could send them the stop, and
+    every dropped loader with persistent workers waited 5 s per worker and then killed them. The
+    cached loader is freed as soon as the last reference goes, and its workers end by themselves."""
+    dm = image_table(folder, tmp_path / "cache")
+    loader = dm.val_dataloader()
+    assert loader.persistent_workers and sorted(seen(loader)) == list(range(5))
+    iterator = weakref.ref(loader._iterator)
+    workers = list(loader._iterator._workers)
+    gc.disable()  # freed by reference counting, not by a later collection
+    try:
+        del loader
+        assert iterator() is None
+    finally:
+        gc.enable()
+    assert [w.is_alive() for w in workers] == [False, False]

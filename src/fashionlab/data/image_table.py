@@ -261,8 +261,7 @@ class ImageTableDataModule(MultiTaskDataModule):
         """A StreamingDataLoader over the cached `split` (train: shuffled by (seed, epoch),
         ranks padded to equal shares; else each item once, see data.cache.streaming)."""
         # (litdata, and with it boto3, load only where a cache is read: the readers import without them)
-        from litdata import StreamingDataLoader
-
+        from fashionlab.data.cache.litdata_hooks import CachedLoader
         from fashionlab.data.cache.streaming import CachedSplit
 
         self.setup()
@@ -276,7 +275,7 @@ class ImageTableDataModule(MultiTaskDataModule):
                               count=record.count(split))
         options = self.loader_options()
         options["persistent_workers"] = persistent and options["persistent_workers"]
-        return StreamingDataLoader(dataset, batch_size=int(batch_size), **options)
+        return CachedLoader(dataset, batch_size=int(batch_size), **options)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()

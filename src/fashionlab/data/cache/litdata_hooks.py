@@ -9,17 +9,20 @@
   damaged or altered chunk is never read. Splits announce their expected hashes with `expect`.
 - `numpy_format()`: litdata's data-format name of a 1-D array of a dtype.
 - `download_file()`: one object-store file to a local path.
+- `CachedLoader`: litdata's StreamingDataLoader whose workers stop as soon as it is dropped.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from litdata import StreamingDataLoader
 from litdata.constants import _NUMPY_DTYPES_MAPPING
 from litdata.streaming import downloader as _downloader
 from litdata.streaming.serializers import _SERIALIZERS, Serializer
@@ -127,3 +130,17 @@ def download_file(url: str, local_path: str, storage_options: Mapping[str, Any] 
     from fashionlab.data.cache.store import client_options
 
     _get_fs_provider(url, client_options(url, storage_options)).download_file(url, local_path)
+
+
+class CachedLoader(StreamingDataLoader):
+    """litdata's StreamingDataLoader, freed as soon as its last reference goes. litdata's
+    multi-process iterator keeps a reference to its loader (`_loader`), and the loader keeps its
+    (persistent) iterator: in that cycle the garbage collector closed the workers' index queues
+    before the iterator's shutdown sent them the stop, so each worker was waited for 5 s and
+    then killed. The iterator refers to its loader weakly here, which breaks the cycle."""
+
+    def _get_iterator(self) -> Any:
+        iterator = super()._get_iterator()
+        if getattr(iterator, "_loader", None) is self:
+            iterator._loader = weakref.proxy(self)
+        return iterator
