@@ -187,4 +187,6 @@ def test_a_dropped_cached_loader_stops_its_workers_at_once(folder, tmp_path):
         assert iterator() is None
     finally:
         gc.enable()
+    for worker in workers:  # stopped (ended, or killed after its shutdown's wait), never left behind
+        worker.join(60)
     assert [w.is_alive() for w in workers] == [False, False]
