@@ -1,15 +1,17 @@
-"""Script processes forked from a server that has already imported torch and Lightning.
+"""Script processes forked from a server that has already imported torch, Lightning and timm.
 
-A new interpreter spends about 8 CPU-seconds importing torch, Lightning, torchmetrics and
-torchvision before a script reads its first argument. A test that needs a separate process (to
+A new interpreter spends about 10 CPU-seconds importing torch, Lightning, torchmetrics, torchvision
+and timm before a script reads its first argument. A test that needs a separate process (to
 SIGKILL it, to run two at once, to be a DDP rank) but not a fresh interpreter starts it with
 `popen`/`run` here: the process is forked from a server holding those imports and runs
 `python ARGS...` as the interpreter would (sys.argv, sys.path[0], `__main__`, stdout/stderr,
 exit status, a signal's negative status, interpreter shutdown with atexit handlers).
 
-Only modules that read no environment variables at import are preloaded, so a process sees its
-own environment; the few variables read at import (thread counts, PYTHONPATH, buffering) key the
-server: a request that differs in them gets a server of its own. Tests of what a fresh
+A process sees its own environment: the variables the preloaded modules read at import (thread
+counts, PYTHONPATH, buffering; timm's and huggingface_hub's caches, offline switch and settings)
+key the server, so a request that differs in them gets a server of its own. W&B, matplotlib and
+the project read more of the environment at import and are never preloaded (timm's own import of
+W&B is held off while the server preloads). Tests of what a fresh
 interpreter does (import order, start-up errors) keep using a real `subprocess`.
 
 Protocol (Unix socket, one connection per process): the client sends a length-prefixed JSON
@@ -34,10 +36,13 @@ import threading
 from pathlib import Path
 
 PRELOAD = ("numpy", "torch", "torchvision", "torchmetrics", "lightning", "lightning.pytorch",
-           "scipy.signal", "scipy.stats", "pandas")
-# Read at import (OpenMP/BLAS thread pools, sys.path, stdio buffering): part of a server's identity.
+           "scipy.signal", "scipy.stats", "pandas", "timm")
+# Read at import (OpenMP/BLAS thread pools, sys.path, stdio buffering; huggingface_hub's constants,
+# timm's layer switches, the home folder behind the default caches): part of a server's identity.
 KEY_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "PYTHONPATH",
-            "PYTHONUNBUFFERED", "PYTHONHASHSEED", "PYTHONWARNINGS")
+            "PYTHONUNBUFFERED", "PYTHONHASHSEED", "PYTHONWARNINGS", "HOME", "XDG_CACHE_HOME",
+            "TRANSFORMERS_OFFLINE", "DO_NOT_TRACK", "DISABLE_TELEMETRY")
+KEY_PREFIXES = ("HF_", "HUGGINGFACE_", "TIMM_")
 HERE = Path(__file__).resolve()
 
 
@@ -72,8 +77,14 @@ def _serve(path: str) -> tuple[dict, list[int]] | None:
     """Accept requests until stdin closes; returns (request, fds) in a forked script process."""
     import importlib
 
-    for name in PRELOAD:
-        importlib.import_module(name)
+    # timm imports wandb when it can (timm.utils.summary), and W&B reads the environment and makes
+    # its media folder at import: kept out of the preload, a script imports it for itself
+    sys.modules["wandb"] = None
+    try:
+        for name in PRELOAD:
+            importlib.import_module(name)
+    finally:
+        del sys.modules["wandb"]
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(64)
@@ -249,11 +260,16 @@ _servers: dict[tuple, _Server] = {}
 forked_cpu_seconds = 0.0
 
 
+def _is_key(name: str) -> bool:
+    return name in KEY_VARS or name.startswith(KEY_PREFIXES)
+
+
 def _server_for(env: dict[str, str]) -> _Server:
-    key = tuple(env.get(name) for name in KEY_VARS)
+    names = sorted({n for n in (*env, *os.environ) if _is_key(n)})
+    key = tuple((name, env.get(name)) for name in names)
     if key not in _servers:
-        base = {k: v for k, v in os.environ.items() if k not in KEY_VARS}
-        keyed = {k: v for k, v in zip(KEY_VARS, key, strict=True) if v is not None}
+        base = {k: v for k, v in os.environ.items() if not _is_key(k)}
+        keyed = {k: v for k, v in key if v is not None}
         _servers[key] = _Server({**base, **keyed})
     return _servers[key]
 

@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import huggingface_hub.constants as hf_constants
 import pytest
 
 from conftest import SCRIPT_ENV, fork_script, fork_start
@@ -40,6 +41,7 @@ def test_xdist_groups_run_on_one_worker(tmp_path):
 SCRIPT = """
 import os, sys
 import torch
+assert "wandb" not in sys.modules  # W&B makes its media folder at import: one per process
 print(sys.argv[1:], sys.path[0], os.getcwd(), os.environ.get("FORKED_TEST"), torch.get_num_threads())
 print("to stderr", file=sys.stderr)
 if sys.argv[1] == "kill":
@@ -69,6 +71,16 @@ def test_forked_script_runs_as_a_new_interpreter_would(tmp_path):
     assert killed.returncode == -signal.SIGKILL
     failed = fork_script(str(script), "raise", cwd=tmp_path, env=env)
     assert failed.returncode == 1 and "ValueError: uncaught" in failed.stderr
+
+    # huggingface_hub (preloaded with timm) reads its settings at import: a script whose cache or
+    # offline switch differs gets a server started with them
+    hub = tmp_path / "hub.py"
+    hub.write_text("import huggingface_hub.constants as c\nprint(c.HF_HUB_OFFLINE, c.HF_HUB_CACHE)\n")
+    ours = fork_script(str(hub), cwd=tmp_path, env=env)
+    assert ours.stdout.split() == [str(hf_constants.HF_HUB_OFFLINE), hf_constants.HF_HUB_CACHE]
+    other = {**env, "HF_HUB_OFFLINE": "0" if hf_constants.HF_HUB_OFFLINE else "1", "HF_HOME": str(tmp_path)}
+    theirs = fork_script(str(hub), cwd=tmp_path, env=other)
+    assert theirs.stdout.split() == [str(not hf_constants.HF_HUB_OFFLINE), str(tmp_path / "hub")]
 
     module = fork_script("-m", "json.tool", "--help", cwd=tmp_path)
     assert module.returncode == 0 and "json.tool" in module.stdout
