@@ -124,8 +124,10 @@ def fmnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_once(tmp_path_factory, "fashion-mnist", write_fashion_mnist)
 
 
-def tiny_overrides(data_root: Path, out_dir: Path) -> list[str]:
-    """Overrides for a seconds-long CPU run on the tiny fixture."""
+def tiny_overrides(data_root: Path, out_dir: Path, backbone: str | None = "test_efficientnet") -> list[str]:
+    """Overrides for a seconds-long CPU run on the tiny fixture, on the 0.1 M-parameter
+    backbone=test_efficientnet (a later `backbone=<option>` replaces it; None keeps the
+    config's own, e.g. an experiment's or a sweep trial's)."""
     return [
         f"data.root={data_root}",
         "data.system_dirs=[]",
@@ -139,6 +141,7 @@ def tiny_overrides(data_root: Path, out_dir: Path) -> list[str]:
         "trainer.num_sanity_val_steps=0",
         "trainer.max_epochs=1",
         f"hydra.run.dir={out_dir}",
+        *([f"backbone={backbone}"] if backbone else []),
     ]
 
 

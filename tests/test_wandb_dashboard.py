@@ -138,7 +138,8 @@ def test_sweep_trials_and_summary_are_wandb_runs(sweep_cfg, tmp_path):  # noqa: 
     space = {"optimizer.lr": {"type": "float", "low": 1e-8, "high": 1e-2, "log": True},
              "optimizer.weight_decay": {"type": "float", "low": 0.0, "high": 0.1}}
     cfg = sweep_cfg(space, "sweep.n_trials=3", "sweep.resume=true", "sweep.study_name=wb",
-                    "sweep.pruner=median", "sweep.pruner_args={n_startup_trials: 1, n_warmup_steps: 0}")
+                    "sweep.pruner=median", "sweep.pruner_args={n_startup_trials: 1, n_warmup_steps: 0}",
+                    backbone=None)  # Lite0 learns within the one epoch that pruning compares
     with open_dict(cfg):
         cfg.sweep.train_overrides = [o.replace("logger=none", "logger=wandb")
                                      for o in cfg.sweep.train_overrides]
