@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from fashionlab.errors import ConfigError, DataNotFoundError
-from fashionlab.recommend.predict import Predictor
 from fashionlab.retrieval.catalogue import Catalogue
 from fashionlab.retrieval.manifest import MANIFEST, read_manifest
 from fashionlab.tasks import TaskSpec
+
+if TYPE_CHECKING:  # the model stack loads only where a command needs a model (not for --random)
+    from fashionlab.recommend.predict import Predictor
 
 
 def manifest_checkpoint(eval_dir: str | Path) -> Path:
@@ -46,6 +49,8 @@ def open_index(
     """The catalogue and a predictor for query images. The checkpoint (default: the manifest's) must
     be the one the index was built from, and the index built from its training data (when the
     checkpoint records it), else ManifestMismatchError."""
+    from fashionlab.recommend.predict import Predictor
+
     predictor = Predictor.from_checkpoint(ckpt or manifest_checkpoint(eval_dir), batch_size=batch_size)
     identity = predictor.checkpoint.data_identity or {}
     catalogue = Catalogue.load(eval_dir, checkpoint_sha256=predictor.sha256,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -10,8 +11,10 @@ import pandas as pd
 from fashionlab.recommend.catalogue_io import check_k, item_labels, item_source, results_table
 from fashionlab.recommend.config import category_task
 from fashionlab.recommend.grids import save_grid
-from fashionlab.recommend.predict import Predictions, Predictor
 from fashionlab.retrieval.catalogue import Catalogue
+
+if TYPE_CHECKING:
+    from fashionlab.recommend.predict import Predictions, Predictor
 
 
 @dataclass
