@@ -28,7 +28,6 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from fashionlab.data.readers.fashion_mnist import FILES
 from fashionlab.data.readers.idx import write_idx
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -110,6 +109,10 @@ def make_fashion_mnist_like(n_per_class: int, seed: int) -> tuple[np.ndarray, np
 
 def write_fashion_mnist(folder: Path, n_train_per_class: int = 16, n_test_per_class: int = 8) -> Path:
     """Write the four Fashion-MNIST files (IDX, gzip) with the official names into `folder`."""
+    # imported here: the reader's module loads torch and Lightning, which pytest's main process
+    # (it only hands out tests under pytest-xdist) never needs
+    from fashionlab.data.readers.fashion_mnist import FILES
+
     folder.mkdir(parents=True, exist_ok=True)
     for split, n, seed in (("train", n_train_per_class, 0), ("test", n_test_per_class, 1)):
         images, labels = make_fashion_mnist_like(n, seed)

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from fashionlab.recommend.webapp import streamlit_command
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -37,6 +35,8 @@ def wait_for(condition, timeout: float, what: str):
 def running_app(eval_dir: Path, overrides: Sequence[str],
                 log_path: Path) -> Iterator[tuple[int, subprocess.Popen]]:
     """`fashionlab app` on a free port, up and listening; (port, process). Stopped on exit."""
+    from fashionlab.recommend.webapp import streamlit_command  # (not in pytest's main process)
+
     port = free_port()
     log = log_path.open("w")
     app = subprocess.Popen(streamlit_command(eval_dir, port=port, overrides=list(overrides)),
