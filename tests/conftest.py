@@ -62,7 +62,10 @@ os.environ.setdefault("FASHIONLAB_HASH_STORE", tempfile.mkdtemp(prefix="fashionl
 # first; each module stays whole, so that its module-scoped fixtures are built once.
 LONGEST_FIRST = ("test_gpu_session.py", "test_cache_object_store.py", "test_resume.py",
                  "test_cache_training.py", "test_multinode.py", "test_ddp_and_defects.py",
-                 "test_loader_benchmark.py", "test_sweep_faults.py", "test_sweep.py")
+                 "test_loader_benchmark.py", "test_sweep_faults.py", "test_sweep.py",
+                 "test_webapp_safety.py", "test_recommend.py", "test_inference_layer.py",
+                 "test_training.py", "test_notebooks.py", "test_compile.py", "test_suite_tools.py",
+                 "test_backbones.py", "test_library_parts.py", "test_safe_loading.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
