@@ -130,7 +130,11 @@ def fmnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_once(tmp_path_factory, "fashion-mnist", write_fashion_mnist)
 
 
-def tiny_overrides(data_root: Path, out_dir: Path, backbone: str | None = "test_efficientnet") -> list[str]:
+# The backbone config option of the tests' tiny training runs: timm's 0.1 M-parameter test model.
+TINY_BACKBONE = "test_efficientnet"
+
+
+def tiny_overrides(data_root: Path, out_dir: Path, backbone: str | None = TINY_BACKBONE) -> list[str]:
     """Overrides for a seconds-long CPU run on the tiny fixture, on the 0.1 M-parameter
     backbone=test_efficientnet (a later `backbone=<option>` replaces it; None keeps the
     config's own, e.g. an experiment's or a sweep trial's)."""

@@ -12,11 +12,11 @@ from fashionlab.errors import PretrainedWeightsNotFoundError, UnknownBackboneErr
 from fashionlab.models.backbones import cached_weights_file, create_backbone
 from fashionlab.training.run import train
 
-from conftest import CONF, tiny_overrides
+from conftest import CONF, TINY_BACKBONE, tiny_overrides
 
 # the ImageNet backbones by name (not `timm`, any name; not `test_efficientnet`, the smoke-test one)
 NAMED = sorted(p.stem for p in (CONF / "backbone").glob("*.yaml")
-               if p.stem not in ("timm", "test_efficientnet"))
+               if p.stem not in ("timm", TINY_BACKBONE))
 
 
 @pytest.fixture

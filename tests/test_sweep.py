@@ -22,7 +22,7 @@ from fashionlab.sweep.objective import compose_train_config
 from fashionlab.sweep.run import run_sweep
 from fashionlab.sweep.space import check_space
 
-from conftest import CONF, fork_start, run_entry, tiny_overrides
+from conftest import CONF, TINY_BACKBONE, fork_start, run_entry, tiny_overrides
 
 PG_BINS = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
 
@@ -40,7 +40,7 @@ def one_thread(monkeypatch) -> Iterator[None]:
 
 
 def trial_overrides(data_root: Path, epochs: int = 1, *extra: str,
-                    backbone: str | None = "test_efficientnet") -> list[str]:
+                    backbone: str | None = TINY_BACKBONE) -> list[str]:
     """Per-trial train overrides: the tiny fixture at 32px, 4 steps an epoch, no test stage
     (`backbone`: as in tiny_overrides)."""
     base = [o for o in tiny_overrides(data_root, Path("."), backbone) if not o.startswith("hydra.run.dir=")]
@@ -53,7 +53,7 @@ def sweep_cfg(compose_cfg, fmnist_dir, tmp_path):
     """sweep_cfg(space, *overrides, epochs=1) -> composed `sweep` config, sweep folder in tmp_path."""
 
     def _make(space: dict | None = None, *overrides: str, epochs: int = 1, extra: tuple = (),
-              backbone: str | None = "test_efficientnet"):
+              backbone: str | None = TINY_BACKBONE):
         cfg = compose_cfg([f"hydra.run.dir={tmp_path / 'sweep'}", "search_space=lr",
                            "sweep.heartbeat_interval=null", *overrides], config_name="sweep")
         with open_dict(cfg):
